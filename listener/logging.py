@@ -1,0 +1,75 @@
+"""structlog setup: JSON lines off a terminal, readable console output on one; the PHI policy.
+
+Standard-library records (pynetdicom, pika) go through the same renderer, so one process writes one
+format. Patient data never reaches INFO or WARNING: :func:`drop_phi` strips the keys that could
+carry it from every event, whatever the caller passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+# Event keys that may carry patient data; they are removed from every log event.
+PHI_KEYS = frozenset(
+    {"patient_name", "patient_id", "patient_birth_date", "patient_sex", "accession_number"}
+)
+
+
+def drop_phi(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Remove keys that could carry patient data."""
+    for key in PHI_KEYS & event.keys():
+        del event[key]
+    return event
+
+
+def configure_logging(*, level: str = "INFO", output_format: str = "auto") -> None:
+    """Route structlog and standard logging to stderr in one format at ``level``."""
+    console = output_format == "console" or (output_format == "auto" and sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_phi,
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    processors: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if not console:
+        processors.append(structlog.processors.format_exc_info)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared, processors=[*processors, renderer]
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # pynetdicom and pika narrate every PDU at INFO/DEBUG; keep their warnings and errors only.
+    for noisy in ("pynetdicom", "pika"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A bound logger for ``name`` (use ``.bind`` for per-association or per-study context)."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
