@@ -1,0 +1,292 @@
+"""The durable record of what we acknowledged: instances, study state and the outbox (SQLite, WAL).
+
+Every write is one transaction committed with ``synchronous=FULL``, so once a method returns its
+effect survives a crash or power cut. The in-memory aggregator is only a cache of this journal.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from listener.model import InstanceRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    record TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_uid);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'published')),
+    version INTEGER NOT NULL DEFAULT 0,
+    digest TEXT,
+    last_received_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class JournalError(Exception):
+    """The journal could not commit; ``full`` is True when the disk (or its reserve) is full."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+class Change(enum.Enum):
+    """What adding an instance did to the journal."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """The outcome of recording an instance.
+
+    ``reopened`` lists studies that had been published and are pending again because of this
+    instance (its own study, and the study it moved away from, if any).
+    """
+
+    change: Change
+    reopened: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StudyRow:
+    """A study's durable state."""
+
+    study_uid: str
+    state: str
+    version: int
+    digest: str | None
+    last_received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One finished study version waiting for the broker's confirm."""
+
+    id: int
+    study_uid: str
+    version: int
+    message_id: str
+    headers: dict[str, Any]
+    body: bytes
+    created_at: float
+
+
+class JournalStore(Protocol):
+    """What the service needs from durable storage; :class:`Journal` documents each method."""
+
+    def add_instance(self, record: InstanceRecord, received_at: float) -> AddResult:
+        """Durably record an instance."""
+
+    def study(self, study_uid: str) -> StudyRow | None:
+        """One study's durable state."""
+
+    def study_records(self, study_uid: str) -> list[InstanceRecord]:
+        """Every instance record of a study."""
+
+    def pending_studies(self) -> list[StudyRow]:
+        """Studies not yet finished."""
+
+    def finish_study(
+        self, study_uid: str, *, digest: str, message: OutboxMessage | None, finished_at: float
+    ) -> None:
+        """Mark a study published and queue its message, atomically."""
+
+    def next_outbox(self) -> OutboxMessage | None:
+        """The oldest unconfirmed message."""
+
+    def outbox_depth(self) -> int:
+        """How many messages wait for the broker."""
+
+    def remove_outbox(self, message_id: int) -> None:
+        """Forget a confirmed message."""
+
+    def close(self) -> None:
+        """Release the store."""
+
+
+class Journal:
+    """SQLite implementation of :class:`JournalStore`; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"journal {path} has schema version {version}; this release reads {SCHEMA_VERSION}"
+            )
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE ... COMMIT``; on failure rolled back and raised as JournalError."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    full = exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+                    raise JournalError(f"journal write failed: {exc}", full=full) from exc
+                raise
+
+    def add_instance(self, record: InstanceRecord, received_at: float) -> AddResult:
+        """Durably record ``record``; an identical re-send changes nothing."""
+        encoded = json.dumps(record.to_json(), sort_keys=True)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT study_uid, record FROM instances WHERE sop_instance_uid = ?",
+                (record.sop_instance_uid,),
+            ).fetchone()
+            if row is not None and row[1] == encoded:
+                return AddResult(Change.DUPLICATE)
+            db.execute(
+                "INSERT OR REPLACE INTO instances"
+                " (sop_instance_uid, study_uid, record, received_at) VALUES (?, ?, ?, ?)",
+                (record.sop_instance_uid, record.study_uid, encoded, received_at),
+            )
+            touched = [record.study_uid]
+            if row is not None and row[0] != record.study_uid:
+                touched.append(row[0])
+            reopened = tuple(uid for uid in touched if self._mark_pending(db, uid, received_at))
+        return AddResult(Change.NEW if row is None else Change.CHANGED, reopened)
+
+    @staticmethod
+    def _mark_pending(db: sqlite3.Connection, study_uid: str, received_at: float) -> bool:
+        """Make ``study_uid`` pending; return True if it had been published before."""
+        previous = db.execute(
+            "SELECT state FROM studies WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO studies (study_uid, state, last_received_at) VALUES (?, 'pending', ?)"
+            " ON CONFLICT (study_uid) DO UPDATE SET state = 'pending',"
+            " last_received_at = max(last_received_at, excluded.last_received_at)",
+            (study_uid, received_at),
+        )
+        return previous is not None and previous[0] == "published"
+
+    def study(self, study_uid: str) -> StudyRow | None:
+        """The durable state of one study, if known."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT study_uid, state, version, digest, last_received_at FROM studies"
+                " WHERE study_uid = ?",
+                (study_uid,),
+            ).fetchone()
+        return StudyRow(*row) if row else None
+
+    def study_records(self, study_uid: str) -> list[InstanceRecord]:
+        """Every instance record of a study."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM instances WHERE study_uid = ?", (study_uid,)
+            ).fetchall()
+        return [InstanceRecord.from_json(json.loads(row[0])) for row in rows]
+
+    def pending_studies(self) -> list[StudyRow]:
+        """Studies received but not yet finished, oldest last arrival first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT study_uid, state, version, digest, last_received_at FROM studies"
+                " WHERE state = 'pending' ORDER BY last_received_at"
+            ).fetchall()
+        return [StudyRow(*row) for row in rows]
+
+    def finish_study(
+        self, study_uid: str, *, digest: str, message: OutboxMessage | None, finished_at: float
+    ) -> None:
+        """Mark a study published and, in the same transaction, queue its message (if any).
+
+        ``message`` is None when the content did not change since the last published version.
+        """
+        with self._transaction() as db:
+            version = message.version if message else None
+            db.execute(
+                "UPDATE studies SET state = 'published', digest = ?, finished_at = ?,"
+                " version = coalesce(?, version) WHERE study_uid = ?",
+                (digest, finished_at, version, study_uid),
+            )
+            if message is not None:
+                db.execute(
+                    "INSERT INTO outbox (study_uid, version, message_id, headers, body, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        study_uid,
+                        message.version,
+                        message.message_id,
+                        json.dumps(message.headers, sort_keys=True),
+                        message.body,
+                        message.created_at,
+                    ),
+                )
+
+    def next_outbox(self) -> OutboxMessage | None:
+        """The oldest message not yet confirmed by the broker."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, study_uid, version, message_id, headers, body, created_at FROM outbox"
+                " ORDER BY id LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return OutboxMessage(
+            id=row[0],
+            study_uid=row[1],
+            version=row[2],
+            message_id=row[3],
+            headers=json.loads(row[4]),
+            body=bytes(row[5]),
+            created_at=row[6],
+        )
+
+    def outbox_depth(self) -> int:
+        """How many messages wait for the broker."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def remove_outbox(self, message_id: int) -> None:
+        """Forget a message the broker has confirmed."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def close(self) -> None:
+        """Close the database (checkpointing the WAL)."""
+        with self._lock:
+            self._db.close()
