@@ -1,0 +1,354 @@
+"""Helpers shared by the tests: real peers (RabbitMQ, DCMTK, the listener process) and waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pika
+import pydicom.data
+import pydicom.filereader
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import BasicProperties
+
+PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+PYDICOM_CHARSET_FILES = Path(pydicom.data.__file__).parent / "charset_files"
+DICOMDIR_TESTS = PYDICOM_TEST_FILES / "dicomdirtests"
+RABBITMQ_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def dicom_files(root: Path) -> list[Path]:
+    """Files under ``root`` meant as DICOM instances (no DICOMDIR, README or other data files)."""
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and not path.name.startswith(("DICOMDIR", "README", "FileInfo"))
+        and path.suffix not in (".txt", ".json", ".gz", ".icc", ".dump")
+    )
+
+
+# -- DCMTK -----------------------------------------------------------------------------------
+
+
+def dcmtk_tool(name: str) -> str:
+    """Path of DCMTK's ``name`` (pynetdicom installs same-named Python apps that shadow it)."""
+    candidates = [f"/usr/bin/{name}", *(shutil.which(name, path=p) for p in os.get_exec_path())]
+    for candidate in filter(None, candidates):
+        try:
+            version = subprocess.run(
+                [candidate, "--version"], capture_output=True, text=True, timeout=10
+            ).stdout
+        except OSError:
+            continue
+        if "dcmtk" in version.lower():
+            return candidate
+    raise AssertionError(f"DCMTK's {name} is not installed (apt-get install -y dcmtk)")
+
+
+@dataclass
+class StoreRun:
+    """What storescu reported: which files were stored successfully, its exit code and output."""
+
+    returncode: int
+    succeeded: list[Path]
+    output: str
+
+
+def storescu(port: int, files: Iterable[Path], *extra: str, ae_title: str = "STORESCU") -> StoreRun:
+    """Send ``files`` with DCMTK's storescu in one association, not halting on failures."""
+    paths = list(files)
+    command = [
+        dcmtk_tool("storescu"),
+        "-v",
+        "-nh",
+        "-aet",
+        ae_title,
+        "-aec",
+        "DICOM-LISTENER",
+        *extra,
+        "127.0.0.1",
+        str(port),
+        *map(str, paths),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    succeeded: list[Path] = []
+    current: Path | None = None
+    for line in output.splitlines():
+        if "Sending file:" in line:
+            current = Path(line.split("Sending file:", 1)[1].strip())
+        elif "Received Store Response (Success)" in line and current is not None:
+            succeeded.append(current)
+    return StoreRun(result.returncode, succeeded, output)
+
+
+# storescu only proposes a compressed transfer syntax when told which one; this option makes it
+# propose a file's own syntax, so the instance travels (and is stored) exactly as it is on disk.
+_STORESCU_PROPOSE = {
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.2": "-xb",
+}
+
+
+def transfer_syntax_of(path: Path) -> str:
+    """The file's transfer syntax UID, or "" when it has no readable file meta."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - any unreadable header simply has no syntax to propose
+        return ""
+    return str(meta.get("TransferSyntaxUID", ""))
+
+
+def storescu_as_sent(port: int, files: Iterable[Path]) -> StoreRun:
+    """Send every file in its own transfer syntax (one storescu -R run per syntax)."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        option = _STORESCU_PROPOSE.get(transfer_syntax_of(path), "")
+        groups.setdefault(option, []).append(path)
+    runs = [
+        storescu(port, paths, "-R", *([option] if option else []))
+        for option, paths in sorted(groups.items())
+    ]
+    return StoreRun(
+        returncode=max(run.returncode for run in runs),
+        succeeded=[path for run in runs for path in run.succeeded],
+        output="\n".join(run.output for run in runs),
+    )
+
+
+# -- RabbitMQ --------------------------------------------------------------------------------
+
+
+def require_broker() -> None:
+    """Fail (never skip) when RabbitMQ is not reachable."""
+    params = pika.URLParameters(RABBITMQ_URL)
+    if not port_open(params.port, params.host):
+        raise AssertionError(
+            f"RabbitMQ is not reachable at {params.host}:{params.port}; start it with "
+            "'rabbitmq-server -detached'"
+        )
+
+
+@dataclass
+class Received:
+    """One consumed message."""
+
+    properties: BasicProperties
+    body: bytes
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        """The body as JSON."""
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+
+@dataclass
+class AmqpTopology:
+    """A unique exchange and queue for one test, deleted afterwards."""
+
+    exchange: str = field(default_factory=lambda: f"test-x-{uuid.uuid4().hex[:10]}")
+    queue: str = field(default_factory=lambda: f"test-q-{uuid.uuid4().hex[:10]}")
+    routing_key: str = "imagingstudy"
+
+    def env(self) -> dict[str, str]:
+        """Listener environment overrides pointing at this topology."""
+        return {
+            "LISTENER_AMQP__URL": RABBITMQ_URL,
+            "LISTENER_AMQP__EXCHANGE": self.exchange,
+            "LISTENER_AMQP__QUEUE": self.queue,
+            "LISTENER_AMQP__ROUTING_KEY": self.routing_key,
+        }
+
+    def _channel(self) -> tuple[pika.BlockingConnection, BlockingChannel]:
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+        return connection, connection.channel()
+
+    def drain(self, count: int, *, timeout: float) -> list[Received]:
+        """Take exactly ``count`` messages from the queue, waiting up to ``timeout``."""
+        received: list[Received] = []
+        connection, channel = self._channel()
+        try:
+
+            def take() -> bool:
+                while len(received) < count:
+                    try:
+                        method, properties, body = channel.basic_get(self.queue, auto_ack=True)
+                    except pika.exceptions.ChannelClosedByBroker:
+                        return False  # queue not declared yet
+                    if method is None:
+                        return False
+                    received.append(Received(properties, body))
+                return True
+
+            wait_for(take, timeout=timeout, what=f"{count} messages on {self.queue}")
+        finally:
+            connection.close()
+        return received
+
+    def drain_until_quiet(self, *, quiet: float, timeout: float) -> list[Received]:
+        """Take every message until none has arrived for ``quiet`` seconds (or ``timeout``)."""
+        received: list[Received] = []
+        connection, channel = self._channel()
+        deadline, last = time.monotonic() + timeout, time.monotonic()
+        try:
+            while time.monotonic() - last < quiet and time.monotonic() < deadline:
+                method, properties, body = channel.basic_get(self.queue, auto_ack=True)
+                if method is None:
+                    time.sleep(0.05)
+                    continue
+                received.append(Received(properties, body))
+                last = time.monotonic()
+        finally:
+            connection.close()
+        return received
+
+    def depth(self) -> int:
+        """Messages ready in the queue now."""
+        connection, channel = self._channel()
+        try:
+            return int(channel.queue_declare(self.queue, passive=True).method.message_count)
+        finally:
+            connection.close()
+
+    def delete(self) -> None:
+        """Remove the exchange and queue."""
+        connection, channel = self._channel()
+        try:
+            channel.queue_delete(self.queue)
+            channel.exchange_delete(self.exchange)
+        finally:
+            connection.close()
+
+
+# -- the listener as a process ---------------------------------------------------------------
+
+
+@dataclass
+class ListenerProcess:
+    """``python -m listener`` with settings from the environment; its log lines parsed as JSON."""
+
+    data_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[str] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.data_dir.parent / f"listener-{self.port}.log"
+
+    def start(self, *, wait: bool = True) -> ListenerProcess:
+        """Start the process; by default wait until it logs that the DICOM port is listening.
+
+        Readiness is read from the log, not probed with a connection: a probe would itself be an
+        abandoned connection occupying an association slot.
+        """
+        environment = {
+            **os.environ,
+            "LISTENER_DICOM__PORT": str(self.port),
+            "LISTENER_DICOM__HOST": "127.0.0.1",
+            "LISTENER_STORAGE__DATA_DIR": str(self.data_dir),
+            "LISTENER_LOGGING__FORMAT": "json",
+            **self.env,
+        }
+        log_file = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "listener"],
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if wait:
+            wait_for(self._ready, timeout=20, what="the listener to accept connections")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"listener exited early:\n{self.log_path.read_text()}")
+        return any(self.events("dicom listening"))
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal the process and return its exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.alive:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Every JSON log line written so far."""
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                lines.append({"event": line, "unparsed": True})
+        return lines
+
+    def events(self, name: str) -> Iterator[dict[str, Any]]:
+        """Log lines whose event is ``name``."""
+        return (line for line in self.logs() if line.get("event") == name)

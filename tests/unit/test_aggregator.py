@@ -1,0 +1,139 @@
+"""The aggregator: study -> series -> instances, deduplication, and the quiet period."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from listener.aggregator import Aggregator
+from listener.model import InstanceRecord
+
+
+def record(study: str, series: str, sop: str, number: int | None = None) -> InstanceRecord:
+    return InstanceRecord(
+        study_uid=study,
+        series_uid=series,
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        instance_number=number,
+    )
+
+
+def test_same_sop_instance_twice_is_one_instance() -> None:
+    """Re-sending an identical instance neither adds it twice nor counts as new."""
+    aggregator = Aggregator(quiet_period=10)
+
+    assert aggregator.add(record("1", "1.1", "1.1.1"), now=0)
+    assert not aggregator.add(record("1", "1.1", "1.1.1"), now=1)
+
+    assert aggregator.snapshot("1").number_of_instances == 1
+
+
+def test_changed_instance_replaces_the_earlier_record() -> None:
+    """A second version of the same SOP instance replaces the first."""
+    aggregator = Aggregator(quiet_period=10)
+    aggregator.add(record("1", "1.1", "1.1.1", number=1), now=0)
+
+    assert aggregator.add(record("1", "1.1", "1.1.1", number=7), now=1)
+
+    [instance] = aggregator.snapshot("1").instances
+    assert instance.instance_number == 7
+
+
+def test_out_of_order_arrival_gives_canonical_order() -> None:
+    """Series and instances are ordered by number then UID, whatever the arrival order."""
+    aggregator = Aggregator(quiet_period=10)
+    arrivals = [
+        replace(record("1", "1.2", "1.2.2", 2), series_number=2),
+        replace(record("1", "1.1", "1.1.3", 3), series_number=1),
+        replace(record("1", "1.2", "1.2.1", 1), series_number=2),
+        replace(record("1", "1.1", "1.1.1", 1), series_number=1),
+    ]
+    forward, backward = Aggregator(quiet_period=10), Aggregator(quiet_period=10)
+    for index, item in enumerate(arrivals):
+        forward.add(item, now=index)
+        backward.add(arrivals[-1 - index], now=index)
+        aggregator.add(item, now=index)
+
+    state = forward.snapshot("1")
+    assert [s.series_uid for s in state.series] == ["1.1", "1.2"]
+    assert [r.sop_instance_uid for r in state.instances] == ["1.1.1", "1.1.3", "1.2.1", "1.2.2"]
+    assert backward.snapshot("1") == state
+
+
+def test_interleaved_studies_aggregate_separately() -> None:
+    """Instances of two studies arriving alternately end up in their own studies."""
+    aggregator = Aggregator(quiet_period=10)
+    for index in range(6):
+        study = "1" if index % 2 == 0 else "2"
+        aggregator.add(record(study, f"{study}.1", f"{study}.1.{index}"), now=index)
+
+    assert aggregator.snapshot("1").number_of_instances == 3
+    assert aggregator.snapshot("2").number_of_instances == 3
+    assert {r.study_uid for r in aggregator.snapshot("2").instances} == {"2"}
+
+
+def test_study_spanning_two_associations_stays_one_study() -> None:
+    """A study continued later (another association, within the quiet period) is one study."""
+    aggregator = Aggregator(quiet_period=5)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=0)
+    aggregator.add(record("1", "1.2", "1.2.1"), now=4)
+
+    assert aggregator.due(now=6) == []
+    assert aggregator.due(now=9) == ["1"]
+    assert len(aggregator.pop("1").series) == 2
+
+
+def test_study_is_due_only_after_the_quiet_period() -> None:
+    """A study is finished exactly quiet_period seconds after its last new instance."""
+    aggregator = Aggregator(quiet_period=1.5)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=100.0)
+
+    assert aggregator.due(now=101.4) == []
+    assert aggregator.due(now=101.5) == ["1"]
+    assert aggregator.next_due_at() == 101.5
+
+
+def test_new_instance_restarts_the_quiet_period_but_a_duplicate_does_not() -> None:
+    """Only a new or changed instance pushes the study's finish time back."""
+    aggregator = Aggregator(quiet_period=2)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=0)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=1.5)
+    assert aggregator.due(now=2) == ["1"]
+
+    aggregator.add(record("1", "1.1", "1.1.2"), now=1.9)
+    assert aggregator.due(now=2) == []
+    assert aggregator.due(now=3.9) == ["1"]
+
+
+def test_due_studies_come_oldest_first() -> None:
+    """Several due studies are returned in the order they went quiet."""
+    aggregator = Aggregator(quiet_period=1)
+    aggregator.add(record("b", "b.1", "b.1.1"), now=0.5)
+    aggregator.add(record("a", "a.1", "a.1.1"), now=0.7)
+    aggregator.add(record("c", "c.1", "c.1.1"), now=0.1)
+
+    assert aggregator.due(now=5) == ["c", "b", "a"]
+
+
+def test_pop_removes_the_study() -> None:
+    """A popped study is no longer pending; a later instance starts it afresh."""
+    aggregator = Aggregator(quiet_period=1)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=0)
+
+    aggregator.pop("1")
+
+    assert "1" not in aggregator
+    assert aggregator.next_due_at() is None
+    assert aggregator.add(record("1", "1.1", "1.1.1"), now=5)
+
+
+def test_instance_moving_to_another_study_leaves_the_first() -> None:
+    """A SOP instance re-sent under a different study belongs only to the new one."""
+    aggregator = Aggregator(quiet_period=1)
+    aggregator.add(record("1", "1.1", "9.9"), now=0)
+    aggregator.add(record("1", "1.1", "1.1.2"), now=0)
+
+    aggregator.add(record("2", "2.1", "9.9"), now=1)
+
+    assert [r.sop_instance_uid for r in aggregator.snapshot("1").instances] == ["1.1.2"]
+    assert [r.sop_instance_uid for r in aggregator.snapshot("2").instances] == ["9.9"]

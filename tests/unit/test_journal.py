@@ -1,0 +1,97 @@
+"""The SQLite journal: instances, study state and the outbox survive reopening."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from listener.journal import Change, Journal, OutboxMessage
+from listener.model import InstanceRecord
+
+RECORD = InstanceRecord(
+    study_uid="1.2",
+    series_uid="1.2.1",
+    sop_instance_uid="1.2.1.1",
+    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+)
+
+
+def message(study_uid: str, version: int) -> OutboxMessage:
+    return OutboxMessage(
+        id=0,
+        study_uid=study_uid,
+        version=version,
+        message_id=f"{study_uid}/v{version}",
+        headers={"resource_version": version},
+        body=b"{}",
+        created_at=1.0,
+    )
+
+
+def test_new_duplicate_and_changed_instances_are_told_apart(tmp_path: Path) -> None:
+    """The first record is new, the identical re-send a duplicate, a different one a change."""
+    journal = Journal(tmp_path / "j.sqlite3")
+
+    assert journal.add_instance(RECORD, 1.0).change is Change.NEW
+    assert journal.add_instance(RECORD, 2.0).change is Change.DUPLICATE
+    assert journal.add_instance(replace(RECORD, instance_number=4), 3.0).change is Change.CHANGED
+    assert journal.study_records("1.2") == [replace(RECORD, instance_number=4)]
+
+
+def test_everything_survives_reopening(tmp_path: Path) -> None:
+    """Records, pending studies and outbox messages are there after the journal is reopened."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(RECORD, 5.0)
+    journal.add_instance(replace(RECORD, study_uid="9.9", sop_instance_uid="9.9.1"), 6.0)
+    journal.finish_study("9.9", digest="d", message=message("9.9", 1), finished_at=7.0)
+    journal.close()
+
+    reopened = Journal(tmp_path / "j.sqlite3")
+
+    assert [row.study_uid for row in reopened.pending_studies()] == ["1.2"]
+    assert reopened.pending_studies()[0].last_received_at == 5.0
+    assert reopened.study_records("1.2") == [RECORD]
+    outbox = reopened.next_outbox()
+    assert outbox is not None and outbox.message_id == "9.9/v1"
+
+
+def test_outbox_is_drained_in_order_of_finishing(tmp_path: Path) -> None:
+    """Messages come out oldest first and leave only when removed."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    for uid in ("3", "1", "2"):
+        journal.add_instance(replace(RECORD, study_uid=uid, sop_instance_uid=f"{uid}.1"), 1.0)
+        journal.finish_study(uid, digest=uid, message=message(uid, 1), finished_at=2.0)
+
+    order = []
+    while (next_message := journal.next_outbox()) is not None:
+        order.append(next_message.study_uid)
+        journal.remove_outbox(next_message.id)
+
+    assert order == ["3", "1", "2"]
+    assert journal.outbox_depth() == 0
+
+
+def test_instance_for_a_published_study_reopens_it(tmp_path: Path) -> None:
+    """A new instance of a published study makes it pending again and says so."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(RECORD, 1.0)
+    journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
+
+    result = journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.2"), 3.0)
+
+    assert result.reopened == ("1.2",)
+    row = journal.study("1.2")
+    assert row is not None and row.state == "pending" and row.version == 1
+
+
+def test_unchanged_finish_keeps_the_version(tmp_path: Path) -> None:
+    """Finishing without a message records the digest but not a new version."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(RECORD, 1.0)
+    journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
+
+    journal.finish_study("1.2", digest="d", message=None, finished_at=3.0)
+
+    row = journal.study("1.2")
+    assert row is not None and (row.state, row.version, row.digest) == ("published", 1, "d")
+    assert journal.outbox_depth() == 1

@@ -1,0 +1,205 @@
+"""The service's receive, completion and publish paths, against a fake publisher and clock."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from listener.config import load_settings
+from listener.model import StoreOutcome
+from listener.publisher import Message, PublishError
+from listener.scp import IncomingInstance
+from listener.service import ListenerService
+from tests.support import DICOMDIR_TESTS, PYDICOM_TEST_FILES, dicom_files, free_port, wait_for
+
+
+class FakePublisher:
+    """Records published messages; fails the first ``failures`` publishes like a lost broker."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.messages: list[Message] = []
+        self.attempts = 0
+        self.lock = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    def connect(self) -> None:
+        return None
+
+    def publish(self, message: Message) -> None:
+        with self.lock:
+            self.attempts += 1
+            if self.attempts <= self.failures:
+                raise PublishError("broker down")
+            self.messages.append(message)
+
+    def idle(self, seconds: float) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_service(tmp_path: Path, publisher: FakePublisher, clock: FakeClock) -> ListenerService:
+    settings = load_settings(
+        None,
+        {
+            "LISTENER_STORAGE__DATA_DIR": str(tmp_path / "data"),
+            "LISTENER_AGGREGATOR__QUIET_PERIOD_SECONDS": "10",
+            "LISTENER_DICOM__PORT": str(free_port()),
+            "LISTENER_DICOM__HOST": "127.0.0.1",
+        },
+    ).settings
+    return ListenerService(settings, publisher=publisher, clock=clock)
+
+
+def spooled(tmp_path: Path, source: Path) -> IncomingInstance:
+    """Copy ``source`` into the spool, as pynetdicom would have written it."""
+    spool = tmp_path / "data" / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    target = spool / f"{source.name}.{len(list(spool.iterdir()))}.dcm"
+    shutil.copyfile(source, target)
+    dataset = pydicom.dcmread(source, stop_before_pixels=True)
+    return IncomingInstance(
+        path=target,
+        sop_class_uid=dataset.SOPClassUID,
+        sop_instance_uid=dataset.SOPInstanceUID,
+        calling_ae="TEST",
+    )
+
+
+def test_stored_instance_is_moved_into_place_and_journaled(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A good instance is stored under instances/<study>/<series>/<sop>.dcm and counts as stored."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    incoming = spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm")
+    dataset = pydicom.dcmread(incoming.path)
+
+    outcome = service.receive(incoming)
+
+    stored = (
+        tmp_path
+        / "data"
+        / "instances"
+        / dataset.StudyInstanceUID
+        / dataset.SeriesInstanceUID
+        / f"{dataset.SOPInstanceUID}.dcm"
+    )
+    assert outcome is StoreOutcome.STORED
+    assert stored.read_bytes() == (PYDICOM_TEST_FILES / "CT_small.dcm").read_bytes()
+    assert not incoming.path.exists()
+
+
+def test_identical_resend_is_a_duplicate(tmp_path: Path, clock: FakeClock) -> None:
+    """Sending the same instance twice acknowledges both but stores one."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+
+    outcome = service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+
+    assert outcome is StoreOutcome.DUPLICATE
+
+
+def test_dataset_not_matching_its_request_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    """A dataset whose SOP Instance UID differs from the C-STORE request is refused."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    incoming = spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm")
+    wrong = IncomingInstance(incoming.path, incoming.sop_class_uid, "1.2.3.4", "TEST")
+
+    assert service.receive(wrong) is StoreOutcome.MISMATCH
+    assert not (tmp_path / "data" / "instances").exists()
+
+
+def test_study_is_finished_after_the_quiet_period(tmp_path: Path, clock: FakeClock) -> None:
+    """Nothing is finished before the quiet period; afterwards one outbox message per study."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    for path in dicom_files(DICOMDIR_TESTS / "77654033"):
+        service.receive(spooled(tmp_path, path))
+
+    clock.now += 9.9
+    assert service.finish_due_studies() == 0
+    clock.now += 0.1
+    assert service.finish_due_studies() == 2
+
+
+def test_broker_failures_delay_but_never_drop_a_study(tmp_path: Path, clock: FakeClock) -> None:
+    """Publishing retries after failures; the study is published once it is confirmed."""
+    publisher = FakePublisher(failures=2)
+    service = make_service(tmp_path, publisher, clock)
+    service.start()
+    try:
+        service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+        clock.now += 10
+        wait_for(lambda: publisher.messages, timeout=10, what="the publish after two failures")
+    finally:
+        service.stop(grace_seconds=1)
+
+    [message] = publisher.messages
+    assert publisher.attempts == 3
+    assert message.message_id.endswith("/v1")
+    assert json.loads(message.body)["numberOfInstances"] == 1
+
+
+def test_late_instance_publishes_a_new_version_with_all_instances(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """An instance arriving after publication re-opens the study; version 2 holds everything."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    files = dicom_files(DICOMDIR_TESTS / "77654033" / "CT2")
+    for path in files[:-1]:
+        service.receive(spooled(tmp_path, path))
+    clock.now += 10
+    service.finish_due_studies()
+
+    service.receive(spooled(tmp_path, files[-1]))
+    clock.now += 10
+    service.finish_due_studies()
+
+    journal = service.journal
+    first, second = journal.next_outbox(), None
+    assert first is not None
+    journal.remove_outbox(first.id)
+    second = journal.next_outbox()
+    assert second is not None
+    assert (first.version, second.version) == (1, 2)
+    assert json.loads(second.body)["numberOfInstances"] == len(files)
+    assert json.loads(second.body)["meta"]["versionId"] == "2"
+
+
+def test_identical_resend_after_publication_creates_no_new_version(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Re-sending an already published instance does not re-open or re-publish its study."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+    clock.now += 10
+    service.finish_due_studies()
+
+    assert service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm")) is (
+        StoreOutcome.DUPLICATE
+    )
+    clock.now += 10
+    assert service.finish_due_studies() == 0
+    assert service.journal.outbox_depth() == 1
