@@ -108,6 +108,31 @@ def test_dicomdir_studies_publish_one_imagingstudy_each(
     assert listener.stop() == 0
 
 
+def test_logs_one_line_per_association_and_study_without_patient_data(
+    start_listener: ListenerFactory, amqp: AmqpTopology
+) -> None:
+    """Association and study lines are logged; no patient name, ID or birth date appears."""
+    files = dicom_files(DICOMDIR_TESTS / "77654033")
+    listener = start_listener(quiet_period=0.5)
+
+    storescu(listener.port, files, ae_title="CT_ROOM_1")
+    amqp.drain(len(index_studies(files)), timeout=30)
+    assert listener.stop() == 0
+
+    [association] = listener.events("association ended")
+    assert association["calling_ae"] == "CT_ROOM_1"
+    assert association["instances"] == len(files)
+    published = list(listener.events("study published"))
+    assert {line["study_uid"] for line in published} == set(index_studies(files))
+    text = listener.log_path.read_text()
+    for path in files:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate"):
+            value = str(dataset.get(keyword, "")).strip()
+            if value:
+                assert value not in text, f"{keyword} leaked into the log"
+
+
 def test_compressed_instances_are_accepted_and_kept_as_sent(
     start_listener: ListenerFactory, amqp: AmqpTopology, tmp_path: Path
 ) -> None:
