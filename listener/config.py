@@ -42,6 +42,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else f"must be greater than 0, got {value}"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, got {value}"
+
+
 def _ae_title(value: str) -> str | None:
     if not 1 <= len(value.strip()) <= 16 or len(value) > 16:
         return f"must be 1 to 16 characters, got {value!r}"
@@ -108,6 +112,11 @@ class AmqpSettings:
         "imagingstudy",
         "Durable queue bound to the exchange with the routing key; empty declares none.",
     )
+    reconnect_max_seconds: float = _setting(
+        30.0,
+        "Longest wait between reconnect attempts (the backoff doubles up to this).",
+        _positive,
+    )
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,24 @@ class StorageSettings:
     """Where the journal and received instances live."""
 
     data_dir: Path = _setting(Path("./data"), "Directory for the journal and received instances.")
+    keep_instances: bool = _setting(
+        True, "Keep received files under data_dir/instances; false deletes each once journaled."
+    )
+    min_free_mb: int = _setting(
+        1024,
+        "Refuse instances (0xA700 Out of Resources) when less disk than this is free.",
+        _not_negative,
+    )
+    instance_retention_days: float = _setting(
+        0.0,
+        "Delete the files of studies published this many days ago; 0 keeps them.",
+        _not_negative,
+    )
+    study_retention_days: float = _setting(
+        30.0,
+        "Forget the records of studies published this many days ago; 0 keeps them.",
+        _not_negative,
+    )
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,14 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_uid);
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'published')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'published', 'pruned')),
     version INTEGER NOT NULL DEFAULT 0,
     digest TEXT,
     last_received_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    files_removed INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state, finished_at);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     study_uid TEXT NOT NULL,
@@ -120,6 +122,15 @@ class JournalStore(Protocol):
     ) -> None:
         """Mark a study published and queue its message, atomically."""
 
+    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
+        """Studies published before ``cutoff``."""
+
+    def mark_files_removed(self, study_uid: str) -> None:
+        """Record that a study's files were deleted."""
+
+    def prune_study(self, study_uid: str) -> None:
+        """Forget a published study's instance records."""
+
     def next_outbox(self) -> OutboxMessage | None:
         """The oldest unconfirmed message."""
 
@@ -190,17 +201,17 @@ class Journal:
 
     @staticmethod
     def _mark_pending(db: sqlite3.Connection, study_uid: str, received_at: float) -> bool:
-        """Make ``study_uid`` pending; return True if it had been published before."""
+        """Make ``study_uid`` pending; return True if it had been published (or pruned) before."""
         previous = db.execute(
             "SELECT state FROM studies WHERE study_uid = ?", (study_uid,)
         ).fetchone()
         db.execute(
             "INSERT INTO studies (study_uid, state, last_received_at) VALUES (?, 'pending', ?)"
-            " ON CONFLICT (study_uid) DO UPDATE SET state = 'pending',"
+            " ON CONFLICT (study_uid) DO UPDATE SET state = 'pending', files_removed = 0,"
             " last_received_at = max(last_received_at, excluded.last_received_at)",
             (study_uid, received_at),
         )
-        return previous is not None and previous[0] == "published"
+        return previous is not None and previous[0] in ("published", "pruned")
 
     def study(self, study_uid: str) -> StudyRow | None:
         """The durable state of one study, if known."""
@@ -256,6 +267,37 @@ class Journal:
                         message.created_at,
                     ),
                 )
+
+    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
+        """Studies published before ``cutoff``: those whose files remain, or all not yet pruned."""
+        condition = "files_removed = 0" if with_files else "1 = 1"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT study_uid FROM studies WHERE state = 'published' AND {condition}"
+                " AND finished_at < ? ORDER BY finished_at LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def mark_files_removed(self, study_uid: str) -> None:
+        """Record that a published study's instance files were deleted."""
+        with self._transaction() as db:
+            db.execute("UPDATE studies SET files_removed = 1 WHERE study_uid = ?", (study_uid,))
+
+    def prune_study(self, study_uid: str) -> None:
+        """Forget a published study's instance records; its version number is kept.
+
+        A later instance re-opens it as a study holding only what arrives from then on, published
+        as the next version (so message ids never repeat).
+        """
+        with self._transaction() as db:
+            pruned = db.execute(
+                "UPDATE studies SET state = 'pruned', digest = NULL, files_removed = 1"
+                " WHERE study_uid = ? AND state = 'published'",
+                (study_uid,),
+            ).rowcount
+            if pruned:
+                db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
 
     def next_outbox(self) -> OutboxMessage | None:
         """The oldest message not yet confirmed by the broker."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -29,9 +29,12 @@ def drop_phi(
     return event
 
 
-def configure_logging(*, level: str = "INFO", output_format: str = "auto") -> None:
-    """Route structlog and standard logging to stderr in one format at ``level``."""
-    console = output_format == "console" or (output_format == "auto" and sys.stderr.isatty())
+def configure_logging(
+    *, level: str = "INFO", output_format: str = "auto", stream: TextIO | None = None
+) -> None:
+    """Route structlog and standard logging to ``stream`` (stderr) in one format at ``level``."""
+    stream = stream or sys.stderr
+    console = output_format == "console" or (output_format == "auto" and stream.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
@@ -52,7 +55,7 @@ def configure_logging(*, level: str = "INFO", output_format: str = "auto") -> No
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     processors: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if not console:
         processors.append(structlog.processors.format_exc_info)

@@ -1,24 +1,21 @@
-"""Wiring: the receive path, the completion loop, the publish loop, recovery and shutdown.
+"""Wiring: the receive path, the completion loop, housekeeping, recovery and shutdown.
 
-Receive: spool file -> header -> file moved into place -> journal commit -> aggregator -> success.
+Receive: spool file -> header -> file placed (fsync) -> journal commit -> aggregator -> success.
 Completion: a due study is mapped to FHIR and, in one journal transaction, marked published and
-queued in the outbox. Publish: the outbox is drained in order; a message leaves it only after the
-broker confirmed it. The aggregator is a cache of the journal, rebuilt from it at start.
+queued in the outbox, which the :class:`OutboxRelay` drains. The aggregator is a cache of the
+journal: :meth:`ListenerService.start` rebuilds it from the journal after any stop or crash.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import errno
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 
-from listener import fhir
 from listener.aggregator import Aggregator
 from listener.config import Settings
+from listener.finisher import StudyFinisher
 from listener.header import (
     HeaderError,
     HeaderProblem,
@@ -26,10 +23,12 @@ from listener.header import (
     configure_lenient_reading,
     read_record,
 )
-from listener.journal import Change, Journal, JournalError, JournalStore, OutboxMessage
+from listener.instance_files import InstanceFiles
+from listener.journal import Change, Journal, JournalError, JournalStore
 from listener.logging import get_logger
-from listener.model import InstanceRecord, StoreOutcome, StudyState
-from listener.publisher import Message, Publisher, PublishError
+from listener.model import InstanceRecord, StoreOutcome
+from listener.publisher import Publisher
+from listener.relay import OutboxRelay
 from listener.scp import DicomServer, IncomingInstance
 
 log = get_logger("listener.service")
@@ -39,49 +38,13 @@ _OUTCOME_FOR_PROBLEM = {
     HeaderProblem.MISSING_UID: StoreOutcome.MISSING_UID,
     HeaderProblem.INVALID_UID: StoreOutcome.INVALID_UID,
 }
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
-
-
-class StudyFinisher:
-    """Turns due studies into outbox messages; shared by the completion loop and tests."""
-
-    def __init__(self, journal: JournalStore, *, fhir_version: str) -> None:
-        self._journal = journal
-        self._fhir_version = fhir_version
-
-    def finish(self, state: StudyState, now: float) -> OutboxMessage | None:
-        """Publish ``state`` as the study's next version; None when its content did not change."""
-        row = self._journal.study(state.study_uid)
-        version = (row.version if row else 0) + 1
-        resource = fhir.imaging_study(state, version=version, fhir_version=self._fhir_version)
-        unversioned = {key: value for key, value in resource.items() if key != "meta"}
-        digest = hashlib.sha256(fhir.encode(unversioned)).hexdigest()
-        if row is not None and row.digest == digest:
-            self._journal.finish_study(
-                state.study_uid, digest=digest, message=None, finished_at=now
-            )
-            return None
-        message = OutboxMessage(
-            id=0,
-            study_uid=state.study_uid,
-            version=version,
-            message_id=f"{state.study_uid}/v{version}",
-            headers={
-                "study_instance_uid": state.study_uid,
-                "resource_version": version,
-                "fhir_version": fhir.FHIR_RELEASES[self._fhir_version],
-                "series_count": len(state.series),
-                "instance_count": state.number_of_instances,
-            },
-            body=fhir.encode(resource),
-            created_at=now,
-        )
-        self._journal.finish_study(state.study_uid, digest=digest, message=message, finished_at=now)
-        return message
+_DAY = 86_400.0
+_HOUSEKEEPING_INTERVAL = 60.0
+_HOUSEKEEPING_BATCH = 50
 
 
 class ListenerService:
-    """The running listener: owns the journal, the aggregator, the DICOM server and both loops."""
+    """The running listener: owns the journal, the aggregator, the DICOM server and the loops."""
 
     def __init__(
         self,
@@ -93,17 +56,23 @@ class ListenerService:
         data_dir = settings.storage.data_dir
         self._settings = settings
         self._clock = clock
-        self._instances_dir = data_dir / "instances"
         self._spool_dir = data_dir / "spool"
+        self._files = InstanceFiles(
+            data_dir / "instances",
+            keep=settings.storage.keep_instances,
+            min_free_mb=settings.storage.min_free_mb,
+        )
         self._journal = Journal(data_dir / "journal.sqlite3")
         self._aggregator = Aggregator(quiet_period=settings.aggregator.quiet_period_seconds)
         self._finisher = StudyFinisher(self._journal, fhir_version=settings.fhir.version)
-        self._publisher = publisher
+        self._relay = OutboxRelay(
+            self._journal, publisher, backoff_max_seconds=settings.amqp.reconnect_max_seconds
+        )
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._outbox_ready = threading.Event()
         self._dicom = DicomServer(settings.dicom, self, spool_dir=self._spool_dir)
         self._threads: list[threading.Thread] = []
+        self._next_housekeeping = 0.0
 
     @property
     def journal(self) -> JournalStore:
@@ -116,10 +85,11 @@ class ListenerService:
         """Recover from the journal, then start publishing, completing and accepting DICOM."""
         configure_lenient_reading()
         self._recover()
-        for target, name in (
-            (self._publish_loop, "publish"),
+        loops: list[tuple[Callable[[], None], str]] = [
+            (lambda: self._relay.run(self._stopping), "publish"),
             (self._completion_loop, "completion"),
-        ):
+        ]
+        for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -130,25 +100,35 @@ class ListenerService:
         log.info("shutting down")
         self._dicom.stop(grace_seconds=grace_seconds)
         self._stopping.set()
-        self._outbox_ready.set()
+        self._relay.notify()
         for thread in self._threads:
             thread.join(timeout=grace_seconds)
         self._journal.close()
         log.info("stopped", pending_studies=len(self._aggregator))
 
     def _recover(self) -> None:
-        """Rebuild pending studies from the journal and clear spool files a crash left behind."""
-        for leftover in self._spool_dir.glob("*") if self._spool_dir.exists() else ():
+        """Rebuild pending studies from the journal; clear spool files a crash left behind."""
+        leftovers = list(self._spool_dir.glob("*")) if self._spool_dir.exists() else []
+        for leftover in leftovers:
             leftover.unlink(missing_ok=True)
         pending = self._journal.pending_studies()
         for row in pending:
-            self._aggregator.restore(
-                self._journal.study_records(row.study_uid), row.last_received_at
-            )
+            records = self._journal.study_records(row.study_uid)
+            missing = [r.sop_instance_uid for r in records if not self._files.exists(r)]
+            if missing:
+                # The records still describe the instances, so they stay in the resource.
+                log.warning(
+                    "instance files missing for journaled instances",
+                    study_uid=row.study_uid,
+                    missing=len(missing),
+                    first_missing=missing[0],
+                )
+            self._aggregator.restore(records, row.last_received_at)
         log.info(
             "journal recovered",
             pending_studies=len(pending),
             outbox=self._journal.outbox_depth(),
+            spool_leftovers_removed=len(leftovers),
         )
 
     # -- receive path (association threads) ----------------------------------------------------
@@ -172,22 +152,18 @@ class ListenerService:
             )
             return StoreOutcome.MISMATCH
         try:
-            record = self._move_into_place(incoming.path, record)
-            return self._commit(record)
+            if not self._files.has_room():
+                log.error("disk reserve reached; refusing", calling_ae=incoming.calling_ae)
+                return StoreOutcome.OUT_OF_RESOURCES
+            return self._commit(self._files.place(incoming.path, record))
         except (OSError, JournalError) as exc:
-            full = (isinstance(exc, JournalError) and exc.full) or getattr(exc, "errno", 0) == 28
+            full = (isinstance(exc, JournalError) and exc.full) or (
+                isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            )
             log.error(
                 "instance not stored", error=str(exc), sop_instance_uid=record.sop_instance_uid
             )
             return StoreOutcome.OUT_OF_RESOURCES if full else StoreOutcome.FAILED
-
-    def _move_into_place(self, spooled: Path, record: InstanceRecord) -> InstanceRecord:
-        relative = Path(record.study_uid, record.series_uid, f"{record.sop_instance_uid}.dcm")
-        target = self._instances_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        size = spooled.stat().st_size
-        os.replace(spooled, target)
-        return replace(record, file=relative.as_posix(), size=size)
 
     def _commit(self, record: InstanceRecord) -> StoreOutcome:
         now = self._clock()
@@ -210,7 +186,11 @@ class ListenerService:
             now = self._clock()
             for study_uid in self._aggregator.due(now):
                 state = self._aggregator.pop(study_uid)
-                message = self._finisher.finish(state, now)
+                try:
+                    message = self._finisher.finish(state, now)
+                except JournalError:
+                    self._aggregator.restore(state.instances, now)  # retried on a later pass
+                    raise
                 finished += 1
                 log.info(
                     "study finished",
@@ -221,68 +201,43 @@ class ListenerService:
                     changed=message is not None,
                 )
         if finished:
-            self._outbox_ready.set()
+            self._relay.notify()
         return finished
+
+    def housekeeping(self) -> None:
+        """Apply the retention settings to studies published long enough ago (small batches)."""
+        storage, now = self._settings.storage, self._clock()
+        if storage.instance_retention_days > 0 and storage.keep_instances:
+            cutoff = now - storage.instance_retention_days * _DAY
+            for study_uid in self._journal.published_before(
+                cutoff, with_files=True, limit=_HOUSEKEEPING_BATCH
+            ):
+                with self._lock:
+                    if study_uid not in self._aggregator:
+                        removed = self._files.remove_study(study_uid)
+                        self._journal.mark_files_removed(study_uid)
+                        log.info("instance files removed", study_uid=study_uid, files=removed)
+        if storage.study_retention_days > 0:
+            cutoff = now - storage.study_retention_days * _DAY
+            for study_uid in self._journal.published_before(
+                cutoff, with_files=False, limit=_HOUSEKEEPING_BATCH
+            ):
+                with self._lock:
+                    if study_uid not in self._aggregator:
+                        self._files.remove_study(study_uid)
+                        self._journal.prune_study(study_uid)
+                        log.info("study records pruned", study_uid=study_uid)
 
     def _completion_loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 self.finish_due_studies()
-            except JournalError as exc:
+                if self._clock() >= self._next_housekeeping:
+                    self._next_housekeeping = self._clock() + _HOUSEKEEPING_INTERVAL
+                    self.housekeeping()
+            except (JournalError, OSError) as exc:
                 log.error("finishing studies failed; retrying", error=str(exc))
             with self._lock:
                 next_due = self._aggregator.next_due_at()
             wait = 0.25 if next_due is None else min(0.25, max(0.005, next_due - self._clock()))
             self._stopping.wait(wait)
-
-    # -- publish loop --------------------------------------------------------------------------
-
-    def _publish_loop(self) -> None:
-        backoff, healthy = _BACKOFF_FIRST, True
-        try:
-            while not self._stopping.is_set():
-                try:
-                    self._publisher.connect()
-                    published = self._publish_next()
-                except (PublishError, JournalError) as exc:
-                    if healthy:
-                        log.error("publishing failed; retrying with backoff", error=str(exc))
-                    healthy = False
-                    self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
-                    continue
-                if not healthy:
-                    log.info("publishing resumed")
-                backoff, healthy = _BACKOFF_FIRST, True
-                if not published:
-                    self._publisher.idle(0)
-                    self._outbox_ready.wait(0.2)
-        finally:
-            self._publisher.close()
-
-    def _publish_next(self) -> bool:
-        """Publish the oldest outbox message; False when the outbox is empty."""
-        self._outbox_ready.clear()
-        message = self._journal.next_outbox()
-        if message is None:
-            return False
-        self._publisher.publish(_wire_message(message))
-        self._journal.remove_outbox(message.id)
-        log.info(
-            "study published",
-            study_uid=message.study_uid,
-            version=message.version,
-            message_id=message.message_id,
-            series=message.headers.get("series_count"),
-            instances=message.headers.get("instance_count"),
-        )
-        return True
-
-
-def _wire_message(message: OutboxMessage) -> Message:
-    return Message(
-        body=message.body,
-        message_id=message.message_id,
-        headers=message.headers,
-        timestamp=int(message.created_at),
-    )

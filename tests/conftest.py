@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
+from listener.logging import configure_logging
 from tests.support import AmqpTopology, ListenerProcess, require_broker
 
 
@@ -17,6 +23,16 @@ def amqp() -> Iterator[AmqpTopology]:
     topology = AmqpTopology()
     yield topology
     topology.delete()
+
+
+@pytest.fixture
+def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Route the listener's logs (JSON, DEBUG and up) into memory; returns a reader of the lines."""
+    stream = io.StringIO()
+    configure_logging(level="DEBUG", output_format="json", stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logging.getLogger().handlers.clear()
+    structlog.reset_defaults()
 
 
 ListenerFactory = Callable[..., ListenerProcess]
@@ -38,6 +54,7 @@ def start_listener(tmp_path: Path, amqp: AmqpTopology) -> Iterator[ListenerFacto
         settings = {
             **amqp.env(),
             "LISTENER_AGGREGATOR__QUIET_PERIOD_SECONDS": str(quiet_period),
+            "LISTENER_STORAGE__MIN_FREE_MB": "64",
             **env,
         }
         listener = ListenerProcess(data_dir=data_dir or tmp_path / "data", env=settings)

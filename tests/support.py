@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 import pika
 import pydicom.data
 import pydicom.filereader
+from fhir.resources.R4B.imagingstudy import ImagingStudy as R4ImagingStudy
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
@@ -215,50 +218,62 @@ class AmqpTopology:
         connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
         return connection, connection.channel()
 
+    def _take(self, channel: BlockingChannel) -> tuple[BlockingChannel, Received | None]:
+        """One message, or None; a channel closed because the queue does not exist yet reopens."""
+        try:
+            method, properties, body = channel.basic_get(self.queue, auto_ack=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return channel.connection.channel(), None
+        return channel, (Received(properties, body) if method is not None else None)
+
     def drain(self, count: int, *, timeout: float) -> list[Received]:
         """Take exactly ``count`` messages from the queue, waiting up to ``timeout``."""
-        received: list[Received] = []
-        connection, channel = self._channel()
-        try:
-
-            def take() -> bool:
-                while len(received) < count:
-                    try:
-                        method, properties, body = channel.basic_get(self.queue, auto_ack=True)
-                    except pika.exceptions.ChannelClosedByBroker:
-                        return False  # queue not declared yet
-                    if method is None:
-                        return False
-                    received.append(Received(properties, body))
-                return True
-
-            wait_for(take, timeout=timeout, what=f"{count} messages on {self.queue}")
-        finally:
-            connection.close()
+        received, complete = self._collect(
+            until=lambda received, _idle: len(received) >= count, timeout=timeout
+        )
+        if not complete:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {count} messages on {self.queue},"
+                f" got {len(received)}"
+            )
         return received
 
     def drain_until_quiet(self, *, quiet: float, timeout: float) -> list[Received]:
         """Take every message until none has arrived for ``quiet`` seconds (or ``timeout``)."""
+        received, _complete = self._collect(
+            until=lambda _received, idle: idle >= quiet, timeout=timeout
+        )
+        return received
+
+    def _collect(
+        self, *, until: Callable[[list[Received], float], bool], timeout: float
+    ) -> tuple[list[Received], bool]:
+        """Take messages until ``until(received, idle_seconds)``; say whether it was reached."""
         received: list[Received] = []
         connection, channel = self._channel()
-        deadline, last = time.monotonic() + timeout, time.monotonic()
+        deadline = last = time.monotonic()
+        deadline += timeout
         try:
-            while time.monotonic() - last < quiet and time.monotonic() < deadline:
-                method, properties, body = channel.basic_get(self.queue, auto_ack=True)
-                if method is None:
+            while not until(received, time.monotonic() - last):
+                if time.monotonic() > deadline:
+                    return received, False
+                channel, message = self._take(channel)
+                if message is None:
                     time.sleep(0.05)
                     continue
-                received.append(Received(properties, body))
+                received.append(message)
                 last = time.monotonic()
         finally:
             connection.close()
-        return received
+        return received, True
 
     def depth(self) -> int:
-        """Messages ready in the queue now."""
+        """Messages ready in the queue now (0 when it does not exist yet)."""
         connection, channel = self._channel()
         try:
             return int(channel.queue_declare(self.queue, passive=True).method.message_count)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
         finally:
             connection.close()
 
@@ -270,6 +285,107 @@ class AmqpTopology:
             channel.exchange_delete(self.exchange)
         finally:
             connection.close()
+
+
+def published_index(resource: dict[str, Any]) -> dict[str, set[str]]:
+    """Series UID -> instance UIDs of a published ImagingStudy."""
+    return {s["uid"]: {i["uid"] for i in s["instance"]} for s in resource["series"]}
+
+
+def latest_versions(messages: list[Received]) -> dict[str, dict[str, Any]]:
+    """The newest version of each study among ``messages``, each checked against the R4 model."""
+    latest: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        resource = message.resource
+        R4ImagingStudy.model_validate(resource)
+        previous = latest.get(resource["id"])
+        if previous is None or int(previous["meta"]["versionId"]) < int(
+            resource["meta"]["versionId"]
+        ):
+            latest[resource["id"]] = resource
+    return latest
+
+
+def published_instances(messages: list[Received]) -> list[str]:
+    """SOP Instance UIDs in the newest version of every published study (repeats kept)."""
+    return [
+        uid
+        for resource in latest_versions(messages).values()
+        for uids in published_index(resource).values()
+        for uid in uids
+    ]
+
+
+# -- a TCP proxy whose connection can be cut --------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards a local port to ``target``; :meth:`cut` drops every connection and refuses new ones.
+
+    Put between the listener and RabbitMQ, it simulates a broker outage of any length without
+    touching the broker other tests use.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._cut = False
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self._cut:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every forwarded connection and refuse new ones until :meth:`restore`."""
+        self._cut = True
+        with self._lock:
+            connections, self._open = self._open, []
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def restore(self) -> None:
+        """Forward new connections again."""
+        self._cut = False
+
+    def close(self) -> None:
+        """Stop the proxy."""
+        self.cut()
+        self._closed = True
+        self._server.close()
 
 
 # -- the listener as a process ---------------------------------------------------------------
@@ -286,7 +402,7 @@ class ListenerProcess:
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log_path = self.data_dir.parent / f"listener-{self.port}.log"
+        self.log_path = self.data_dir.parent / f"listener-{uuid.uuid4().hex[:8]}.log"
 
     def start(self, *, wait: bool = True) -> ListenerProcess:
         """Start the process; by default wait until it logs that the DICOM port is listening.
@@ -302,7 +418,7 @@ class ListenerProcess:
             "LISTENER_LOGGING__FORMAT": "json",
             **self.env,
         }
-        log_file = self.log_path.open("a")
+        log_file = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "listener"],
             env=environment,

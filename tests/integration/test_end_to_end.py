@@ -22,9 +22,10 @@ from tests.support import (
     PYDICOM_CHARSET_FILES,
     PYDICOM_TEST_FILES,
     AmqpTopology,
-    Received,
     dcmtk_tool,
     dicom_files,
+    published_index,
+    published_instances,
     storescu,
     storescu_as_sent,
     wait_for,
@@ -40,35 +41,6 @@ def index_studies(files: list[Path]) -> StudyIndex:
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
         studies[dataset.StudyInstanceUID][dataset.SeriesInstanceUID].add(dataset.SOPInstanceUID)
     return studies
-
-
-def published_index(resource: dict[str, Any]) -> dict[str, set[str]]:
-    """Series UID -> instance UIDs of a published ImagingStudy."""
-    return {s["uid"]: {i["uid"] for i in s["instance"]} for s in resource["series"]}
-
-
-def latest_versions(messages: list[Received]) -> dict[str, dict[str, Any]]:
-    """The newest version of each study among ``messages``, each checked against the R4 model."""
-    latest: dict[str, dict[str, Any]] = {}
-    for message in messages:
-        resource = message.resource
-        ImagingStudy.model_validate(resource)
-        previous = latest.get(resource["id"])
-        if previous is None or int(previous["meta"]["versionId"]) < int(
-            resource["meta"]["versionId"]
-        ):
-            latest[resource["id"]] = resource
-    return latest
-
-
-def published_instances(messages: list[Received]) -> list[str]:
-    """SOP Instance UIDs in the newest version of every published study (repeats kept)."""
-    return [
-        uid
-        for resource in latest_versions(messages).values()
-        for uids in published_index(resource).values()
-        for uid in uids
-    ]
 
 
 def test_dicomdir_studies_publish_one_imagingstudy_each(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -61,14 +63,18 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_service(tmp_path: Path, publisher: FakePublisher, clock: FakeClock) -> ListenerService:
+def make_service(
+    tmp_path: Path, publisher: FakePublisher, clock: FakeClock, **env: str
+) -> ListenerService:
     settings = load_settings(
         None,
         {
             "LISTENER_STORAGE__DATA_DIR": str(tmp_path / "data"),
+            "LISTENER_STORAGE__MIN_FREE_MB": "64",
             "LISTENER_AGGREGATOR__QUIET_PERIOD_SECONDS": "10",
             "LISTENER_DICOM__PORT": str(free_port()),
             "LISTENER_DICOM__HOST": "127.0.0.1",
+            **env,
         },
     ).settings
     return ListenerService(settings, publisher=publisher, clock=clock)
@@ -203,3 +209,138 @@ def test_identical_resend_after_publication_creates_no_new_version(
     clock.now += 10
     assert service.finish_due_studies() == 0
     assert service.journal.outbox_depth() == 1
+
+
+def outbox_messages(service: ListenerService) -> list[dict[str, Any]]:
+    """Drain the outbox as a broker would, returning the resources in order."""
+    resources = []
+    while (message := service.journal.next_outbox()) is not None:
+        resources.append(json.loads(message.body))
+        service.journal.remove_outbox(message.id)
+    return resources
+
+
+def sop_uids(resource: dict[str, Any]) -> set[str]:
+    return {i["uid"] for s in resource["series"] for i in s["instance"]}
+
+
+def test_late_instance_after_record_retention_starts_afresh_with_the_next_version(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """After its records are pruned, a late instance is published alone as the next version."""
+    service = make_service(
+        tmp_path, FakePublisher(), clock, LISTENER_STORAGE__STUDY_RETENTION_DAYS="1"
+    )
+    files = dicom_files(DICOMDIR_TESTS / "77654033" / "CT2")
+    for path in files[:-1]:
+        service.receive(spooled(tmp_path, path))
+    clock.now += 10
+    service.finish_due_studies()
+    clock.now += 2 * 86_400
+    service.housekeeping()
+
+    service.receive(spooled(tmp_path, files[-1]))
+    clock.now += 10
+    service.finish_due_studies()
+
+    first, second = outbox_messages(service)
+    assert first["meta"]["versionId"] == "1" and len(sop_uids(first)) == len(files) - 1
+    assert second["meta"]["versionId"] == "2"
+    assert sop_uids(second) == {pydicom.dcmread(files[-1]).SOPInstanceUID}
+    assert len(list((tmp_path / "data" / "instances" / first["id"]).rglob("*.dcm"))) == 1
+
+
+def test_file_retention_keeps_records_so_late_instances_still_give_the_whole_study(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Deleting a published study's files keeps its records: version 2 still lists everything."""
+    service = make_service(
+        tmp_path, FakePublisher(), clock, LISTENER_STORAGE__INSTANCE_RETENTION_DAYS="1"
+    )
+    files = dicom_files(DICOMDIR_TESTS / "77654033" / "CT2")
+    for path in files[:-1]:
+        service.receive(spooled(tmp_path, path))
+    clock.now += 10
+    service.finish_due_studies()
+    clock.now += 2 * 86_400
+    service.housekeeping()
+    study_dir = tmp_path / "data" / "instances" / pydicom.dcmread(files[0]).StudyInstanceUID
+    assert not list(study_dir.rglob("*.dcm"))
+
+    service.receive(spooled(tmp_path, files[-1]))
+    clock.now += 10
+    service.finish_due_studies()
+
+    _, second = outbox_messages(service)
+    assert len(sop_uids(second)) == len(files)
+
+
+def test_studies_within_retention_are_kept(tmp_path: Path, clock: FakeClock) -> None:
+    """Housekeeping leaves recently published studies and their files alone."""
+    service = make_service(
+        tmp_path,
+        FakePublisher(),
+        clock,
+        LISTENER_STORAGE__INSTANCE_RETENTION_DAYS="1",
+        LISTENER_STORAGE__STUDY_RETENTION_DAYS="1",
+    )
+    service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+    clock.now += 10
+    service.finish_due_studies()
+
+    clock.now += 3_600
+    service.housekeeping()
+
+    assert len(list((tmp_path / "data" / "instances").rglob("*.dcm"))) == 1
+    study_uid = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm").StudyInstanceUID
+    assert len(service.journal.study_records(study_uid)) == 1
+
+
+def test_disk_reserve_refuses_with_out_of_resources(tmp_path: Path, clock: FakeClock) -> None:
+    """When free space is below the reserve, instances are refused and nothing is journaled."""
+    service = make_service(
+        tmp_path, FakePublisher(), clock, LISTENER_STORAGE__MIN_FREE_MB=str(2**40)
+    )
+
+    outcome = service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+
+    assert outcome is StoreOutcome.OUT_OF_RESOURCES
+    assert service.journal.pending_studies() == []
+
+
+def test_instances_are_not_kept_when_disabled(tmp_path: Path, clock: FakeClock) -> None:
+    """With keep_instances false the record is journaled but no file is kept."""
+    service = make_service(
+        tmp_path, FakePublisher(), clock, LISTENER_STORAGE__KEEP_INSTANCES="false"
+    )
+
+    outcome = service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+
+    assert outcome is StoreOutcome.STORED
+    assert not list((tmp_path / "data").glob("instances/**/*.dcm"))
+    [row] = service.journal.pending_studies()
+    [record] = service.journal.study_records(row.study_uid)
+    assert record.file == "" and record.size > 0
+
+
+def test_restart_reports_journaled_instances_whose_file_is_missing(
+    tmp_path: Path, clock: FakeClock, json_logs: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A record without its file is reported at start and still counted in the study."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+    service.journal.close()
+    for path in (tmp_path / "data" / "instances").rglob("*.dcm"):
+        path.unlink()
+    (tmp_path / "data" / "spool" / "half-written.dcm").write_bytes(b"DICM")
+
+    restarted = make_service(tmp_path, FakePublisher(), clock)
+    restarted.start()
+    restarted.stop(grace_seconds=1)
+
+    lines = json_logs()
+    [warning] = [line for line in lines if line["event"].startswith("instance files missing")]
+    assert warning["missing"] == 1
+    [recovered] = [line for line in lines if line["event"] == "journal recovered"]
+    assert recovered["pending_studies"] == 1 and recovered["spool_leftovers_removed"] == 1
+    assert not (tmp_path / "data" / "spool" / "half-written.dcm").exists()

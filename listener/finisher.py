@@ -1,0 +1,56 @@
+"""Turning a finished study into its next published version (an outbox message)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from listener import fhir
+from listener.journal import JournalStore, OutboxMessage
+from listener.model import StudyState
+
+
+def message_id(study_uid: str, version: int) -> str:
+    """The deterministic message id of one study version."""
+    return f"{study_uid}/v{version}"
+
+
+class StudyFinisher:
+    """Maps a study to FHIR and queues it, unless its content equals the last published version."""
+
+    def __init__(self, journal: JournalStore, *, fhir_version: str) -> None:
+        self._journal = journal
+        self._fhir_version = fhir_version
+
+    def finish(self, state: StudyState, now: float) -> OutboxMessage | None:
+        """Publish ``state`` as the study's next version; None when its content did not change.
+
+        The digest covers the resource without ``meta``, so re-finishing identical content (a
+        re-opened study that gained nothing new) does not create a version.
+        """
+        row = self._journal.study(state.study_uid)
+        version = (row.version if row else 0) + 1
+        resource = fhir.imaging_study(state, version=version, fhir_version=self._fhir_version)
+        unversioned = {key: value for key, value in resource.items() if key != "meta"}
+        digest = hashlib.sha256(fhir.encode(unversioned)).hexdigest()
+        if row is not None and row.digest == digest:
+            self._journal.finish_study(
+                state.study_uid, digest=digest, message=None, finished_at=now
+            )
+            return None
+        message = OutboxMessage(
+            id=0,
+            study_uid=state.study_uid,
+            version=version,
+            message_id=message_id(state.study_uid, version),
+            headers={
+                "study_instance_uid": state.study_uid,
+                "resource_version": version,
+                "fhir_version": fhir.FHIR_RELEASES[self._fhir_version],
+                "series_count": len(state.series),
+                "instance_count": state.number_of_instances,
+            },
+            body=fhir.encode(resource),
+            created_at=now,
+        )
+        self._journal.finish_study(state.study_uid, digest=digest, message=message, finished_at=now)
+        return message
