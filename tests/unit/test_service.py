@@ -224,6 +224,25 @@ def sop_uids(resource: dict[str, Any]) -> set[str]:
     return {i["uid"] for s in resource["series"] for i in s["instance"]}
 
 
+def send_and_finish(
+    tmp_path: Path, service: ListenerService, clock: FakeClock, files: list[Path]
+) -> None:
+    """Receive ``files``, then let the quiet period pass and finish the study."""
+    for path in files:
+        service.receive(spooled(tmp_path, path))
+    clock.now += 10
+    service.finish_due_studies()
+
+
+def publish_then_expire(
+    tmp_path: Path, service: ListenerService, clock: FakeClock, files: list[Path]
+) -> None:
+    """Publish a study from ``files``, then run housekeeping two days later."""
+    send_and_finish(tmp_path, service, clock, files)
+    clock.now += 2 * 86_400
+    service.housekeeping()
+
+
 def test_late_instance_after_record_retention_starts_afresh_with_the_next_version(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -232,16 +251,9 @@ def test_late_instance_after_record_retention_starts_afresh_with_the_next_versio
         tmp_path, FakePublisher(), clock, LISTENER_STORAGE__STUDY_RETENTION_DAYS="1"
     )
     files = dicom_files(DICOMDIR_TESTS / "77654033" / "CT2")
-    for path in files[:-1]:
-        service.receive(spooled(tmp_path, path))
-    clock.now += 10
-    service.finish_due_studies()
-    clock.now += 2 * 86_400
-    service.housekeeping()
+    publish_then_expire(tmp_path, service, clock, files[:-1])
 
-    service.receive(spooled(tmp_path, files[-1]))
-    clock.now += 10
-    service.finish_due_studies()
+    send_and_finish(tmp_path, service, clock, files[-1:])
 
     first, second = outbox_messages(service)
     assert first["meta"]["versionId"] == "1" and len(sop_uids(first)) == len(files) - 1
@@ -258,18 +270,11 @@ def test_file_retention_keeps_records_so_late_instances_still_give_the_whole_stu
         tmp_path, FakePublisher(), clock, LISTENER_STORAGE__INSTANCE_RETENTION_DAYS="1"
     )
     files = dicom_files(DICOMDIR_TESTS / "77654033" / "CT2")
-    for path in files[:-1]:
-        service.receive(spooled(tmp_path, path))
-    clock.now += 10
-    service.finish_due_studies()
-    clock.now += 2 * 86_400
-    service.housekeeping()
+    publish_then_expire(tmp_path, service, clock, files[:-1])
     study_dir = tmp_path / "data" / "instances" / pydicom.dcmread(files[0]).StudyInstanceUID
     assert not list(study_dir.rglob("*.dcm"))
 
-    service.receive(spooled(tmp_path, files[-1]))
-    clock.now += 10
-    service.finish_due_studies()
+    send_and_finish(tmp_path, service, clock, files[-1:])
 
     _, second = outbox_messages(service)
     assert len(sop_uids(second)) == len(files)
