@@ -12,6 +12,7 @@ import json
 import re
 import tomllib
 import typing
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,29 @@ def _amqp_url(value: str) -> str | None:
         if scheme in ("amqp", "amqps")
         else f"must be an amqp:// or amqps:// URL, got scheme {scheme!r}"
     )
+
+
+def _uri(value: str) -> str | None:
+    if not value or re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", value):
+        return None
+    return f"must be an absolute URI such as urn:oid:1.2.3 or https://h.example/mrn, got {value!r}"
+
+
+def _http(value: str) -> str | None:
+    parts = urlsplit(value)
+    if not value or (parts.scheme in ("http", "https") and parts.netloc):
+        return None
+    return f"must be an http:// or https:// URL, got {value!r}"
+
+
+def _zone(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"must be an IANA time zone such as Europe/Berlin, got {value!r}"
+    return None
 
 
 def _exchange_name(value: str) -> str | None:
@@ -123,7 +147,24 @@ class AmqpSettings:
 class FhirSettings:
     """The resource we emit."""
 
-    version: Literal["R4"] = _setting("R4", "FHIR version of the ImagingStudy: R4 (4.0.1).")
+    version: Literal["R4", "R5"] = _setting(
+        "R4", "FHIR version of the ImagingStudy: R4 (4.0.1) or R5 (5.0.0)."
+    )
+    subject: Literal["identifier", "contained"] = _setting(
+        "identifier", "Patient by identifier, or contained with name, birth date and gender."
+    )
+    patient_identifier_system: str = _setting(
+        "", "Identifier system (URI) for PatientID when the header names no issuer.", _uri
+    )
+    timezone: str = _setting(
+        "", "IANA zone for times lacking TimezoneOffsetFromUTC; empty gives the date only.", _zone
+    )
+    endpoint_address: str = _setting(
+        "", "DICOMweb (WADO-RS) base URL; adds a contained Endpoint to study and series.", _http
+    )
+    endpoint_reference: str = _setting(
+        "", "Reference to an existing Endpoint (e.g. Endpoint/pacs), used instead of contained."
+    )
 
 
 @dataclass(frozen=True)

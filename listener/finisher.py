@@ -5,8 +5,25 @@ from __future__ import annotations
 import hashlib
 
 from listener import fhir
+from listener.config import Settings
 from listener.journal import JournalStore, OutboxMessage
+from listener.logging import get_logger
 from listener.model import StudyState
+
+log = get_logger("listener.finisher")
+
+
+def fhir_options(settings: Settings) -> fhir.FhirOptions:
+    """The mapping options the ``[fhir]`` settings describe."""
+    section = settings.fhir
+    return fhir.FhirOptions(
+        version=section.version,
+        subject=section.subject,
+        patient_identifier_system=section.patient_identifier_system,
+        timezone=section.timezone,
+        endpoint_address=section.endpoint_address,
+        endpoint_reference=section.endpoint_reference,
+    )
 
 
 def message_id(study_uid: str, version: int) -> str:
@@ -17,9 +34,9 @@ def message_id(study_uid: str, version: int) -> str:
 class StudyFinisher:
     """Maps a study to FHIR and queues it, unless its content equals the last published version."""
 
-    def __init__(self, journal: JournalStore, *, fhir_version: str) -> None:
+    def __init__(self, journal: JournalStore, *, options: fhir.FhirOptions) -> None:
         self._journal = journal
-        self._fhir_version = fhir_version
+        self._options = options
 
     def finish(self, state: StudyState, now: float) -> OutboxMessage | None:
         """Publish ``state`` as the study's next version; None when its content did not change.
@@ -29,7 +46,10 @@ class StudyFinisher:
         """
         row = self._journal.study(state.study_uid)
         version = (row.version if row else 0) + 1
-        resource = fhir.imaging_study(state, version=version, fhir_version=self._fhir_version)
+        mapped = fhir.imaging_study(state, version=version, options=self._options)
+        for warning in mapped.warnings:
+            log.warning("study mapping", study_uid=state.study_uid, problem=warning)
+        resource = mapped.resource
         unversioned = {key: value for key, value in resource.items() if key != "meta"}
         digest = hashlib.sha256(fhir.encode(unversioned)).hexdigest()
         if row is not None and row.digest == digest:
@@ -45,7 +65,7 @@ class StudyFinisher:
             headers={
                 "study_instance_uid": state.study_uid,
                 "resource_version": version,
-                "fhir_version": fhir.FHIR_RELEASES[self._fhir_version],
+                "fhir_version": fhir.FHIR_RELEASES[self._options.version],
                 "series_count": len(state.series),
                 "instance_count": state.number_of_instances,
             },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,16 @@ import pydicom
 import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
-from listener.model import InstanceRecord
+from listener.model import Code, InstanceRecord, Issuer
 
 # Values larger than this are not read into memory while parsing (pydicom reads them on access).
 _DEFER_SIZE = 64 * 1024
 _UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX_LENGTH = 64
+# C0 controls and DEL, except tab, line feed and carriage return: FHIR strings cannot carry them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class HeaderProblem(enum.Enum):
@@ -78,26 +82,132 @@ def record_from_dataset(dataset: Dataset) -> InstanceRecord:
     if invalid:
         raise HeaderError(HeaderProblem.INVALID_UID, ", ".join(invalid))
     meta = getattr(dataset, "file_meta", None)
+    requests = list(_items(dataset, "RequestAttributesSequence"))
     return InstanceRecord(
         study_uid=uids["StudyInstanceUID"],
         series_uid=uids["SeriesInstanceUID"],
         sop_instance_uid=uids["SOPInstanceUID"],
         sop_class_uid=uids["SOPClassUID"],
         transfer_syntax_uid=clean_uid(_value(meta, "TransferSyntaxUID")) if meta else "",
-        instance_number=_integer(dataset, "InstanceNumber"),
-        modality=_text(dataset, "Modality"),
-        series_number=_integer(dataset, "SeriesNumber"),
-        series_description=_text(dataset, "SeriesDescription"),
-        series_date=_text(dataset, "SeriesDate"),
-        series_time=_text(dataset, "SeriesTime"),
-        study_date=_text(dataset, "StudyDate"),
-        study_time=_text(dataset, "StudyTime"),
-        timezone_offset=_text(dataset, "TimezoneOffsetFromUTC"),
-        accession_number=_text(dataset, "AccessionNumber"),
-        study_description=_text(dataset, "StudyDescription"),
-        patient_id=_text(dataset, "PatientID"),
-        issuer_of_patient_id=_text(dataset, "IssuerOfPatientID"),
+        **_instance_fields(dataset),
+        **_series_fields(dataset),
+        **_study_fields(dataset, requests),
+        **_patient_fields(dataset),
     )
+
+
+def _instance_fields(dataset: Dataset) -> dict[str, Any]:
+    concept = next(_items(dataset, "ConceptNameCodeSequence"), None)
+    return {
+        "instance_number": _integer(dataset, "InstanceNumber"),
+        "content_label": _text(dataset, "ContentLabel"),
+        "document_title": _text(dataset, "DocumentTitle"),
+        "concept_name": _text(concept, "CodeMeaning") if concept is not None else "",
+        "image_laterality": _text(dataset, "ImageLaterality"),
+    }
+
+
+def _series_fields(dataset: Dataset) -> dict[str, Any]:
+    specimens = list(_items(dataset, "SpecimenDescriptionSequence"))
+    return {
+        "modality": _text(dataset, "Modality"),
+        "series_number": _integer(dataset, "SeriesNumber"),
+        "series_description": _text(dataset, "SeriesDescription"),
+        "series_date": _text(dataset, "SeriesDate"),
+        "series_time": _text(dataset, "SeriesTime"),
+        "body_part_examined": _text(dataset, "BodyPartExamined"),
+        "laterality": _text(dataset, "Laterality"),
+        "performing_physicians": _texts(dataset, "PerformingPhysicianName"),
+        "operators": _texts(dataset, "OperatorsName"),
+        "specimens": _present(_text(item, "SpecimenIdentifier") for item in specimens),
+        "specimen_uids": _present(clean_uid(_value(item, "SpecimenUID")) for item in specimens),
+    }
+
+
+def _study_fields(dataset: Dataset, requests: list[Dataset]) -> dict[str, Any]:
+    sources = [dataset, *requests]
+    return {
+        "study_date": _text(dataset, "StudyDate"),
+        "study_time": _text(dataset, "StudyTime"),
+        "timezone_offset": _text(dataset, "TimezoneOffsetFromUTC"),
+        "accession_number": _text(dataset, "AccessionNumber"),
+        "accession_issuer": _issuer(next(_items(dataset, "IssuerOfAccessionNumberSequence"), None)),
+        "study_id": _text(dataset, "StudyID"),
+        "study_description": _text(dataset, "StudyDescription"),
+        "study_comments": _text(dataset, "StudyComments"),
+        "requested_procedure_comments": _text(dataset, "RequestedProcedureComments"),
+        "requested_procedure_ids": _present(_text(s, "RequestedProcedureID") for s in sources),
+        "procedure_codes": _codes(dataset, "ProcedureCodeSequence"),
+        "reason_codes": tuple(
+            code
+            for source in sources
+            for code in _codes(source, "ReasonForRequestedProcedureCodeSequence")
+        ),
+        "reasons": _present(_text(s, "ReasonForTheRequestedProcedure") for s in sources),
+        "referring_physician": _text(dataset, "ReferringPhysicianName"),
+        "reading_physicians": _texts(dataset, "NameOfPhysiciansReadingStudy"),
+        "institution_name": _text(dataset, "InstitutionName"),
+        "department_name": _text(dataset, "InstitutionalDepartmentName"),
+        "admission_id": _text(dataset, "AdmissionID"),
+    }
+
+
+def _patient_fields(dataset: Dataset) -> dict[str, Any]:
+    qualifiers = next(_items(dataset, "IssuerOfPatientIDQualifiersSequence"), None)
+    issuer = Issuer(
+        local_id=_text(dataset, "IssuerOfPatientID"),
+        universal_id=_text(qualifiers, "UniversalEntityID") if qualifiers else "",
+        universal_id_type=_text(qualifiers, "UniversalEntityIDType") if qualifiers else "",
+    )
+    return {
+        "patient_id": _text(dataset, "PatientID"),
+        "patient_id_issuer": issuer if any((issuer.local_id, issuer.universal_id)) else None,
+        "patient_name": _text(dataset, "PatientName"),
+        "patient_birth_date": _text(dataset, "PatientBirthDate"),
+        "patient_sex": _text(dataset, "PatientSex"),
+    }
+
+
+def _issuer(item: Dataset | None) -> Issuer | None:
+    if item is None:
+        return None
+    issuer = Issuer(
+        local_id=_text(item, "LocalNamespaceEntityID"),
+        universal_id=_text(item, "UniversalEntityID"),
+        universal_id_type=_text(item, "UniversalEntityIDType"),
+    )
+    return issuer if issuer.local_id or issuer.universal_id else None
+
+
+def _codes(dataset: Dataset, keyword: str) -> tuple[Code, ...]:
+    codes = []
+    for item in _items(dataset, keyword):
+        value = next(
+            (v for k in ("CodeValue", "LongCodeValue", "URNCodeValue") if (v := _text(item, k))),
+            "",
+        )
+        meaning = _text(item, "CodeMeaning")
+        if value or meaning:
+            codes.append(
+                Code(
+                    value=value,
+                    scheme=_text(item, "CodingSchemeDesignator"),
+                    meaning=meaning,
+                    scheme_uid=clean_uid(_value(item, "CodingSchemeUID")),
+                )
+            )
+    return tuple(codes)
+
+
+def _items(dataset: Dataset | None, keyword: str) -> Iterator[Dataset]:
+    """The items of a sequence, or nothing when it is absent, empty or malformed."""
+    value = _value(dataset, keyword)
+    if not value:
+        return iter(())
+    try:
+        return iter([item for item in value if isinstance(item, Dataset)])
+    except TypeError:
+        return iter(())
 
 
 def _value(dataset: Dataset | None, keyword: str) -> Any:
@@ -110,20 +220,38 @@ def _value(dataset: Dataset | None, keyword: str) -> Any:
         return None
 
 
-def _text(dataset: Dataset, keyword: str) -> str:
-    """A single text value, stripped of padding; multiple values joined with a backslash."""
+def _clean(value: Any) -> str:
+    return _CONTROL.sub("", str(value)).strip()
+
+
+def _text(dataset: Dataset | None, keyword: str) -> str:
+    """A single text value, cleaned; multiple values joined with a backslash."""
     value = _value(dataset, keyword)
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v).strip() for v in value).strip("\\ ")
-    return str(value).strip().rstrip("\x00").strip()
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(_clean(v) for v in value).strip("\\ ")
+    return _clean(value)
+
+
+def _texts(dataset: Dataset, keyword: str) -> tuple[str, ...]:
+    """Every value of a multi-valued text attribute, cleaned, empty ones dropped."""
+    value = _value(dataset, keyword)
+    if value is None:
+        return ()
+    values = value if isinstance(value, MultiValue | list | tuple) else [value]
+    return _present(_clean(v) for v in values)
+
+
+def _present(values: Any) -> tuple[str, ...]:
+    """The non-empty values, first occurrence of each, in order."""
+    return tuple(dict.fromkeys(v for v in values if v))
 
 
 def _integer(dataset: Dataset, keyword: str) -> int | None:
     """An IS/US value as int, or None when absent or not a number."""
     value = _value(dataset, keyword)
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+    if isinstance(value, MultiValue | list | tuple):
         value = value[0] if len(value) else None
     if value is None or value == "":
         return None

@@ -8,17 +8,38 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import typing
 from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """A coded concept from a DICOM code sequence item."""
+
+    value: str
+    scheme: str
+    meaning: str
+    scheme_uid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """An issuer (of accession numbers, patient IDs, admission IDs) from DICOM's HL7v2 HD form."""
+
+    local_id: str = ""
+    universal_id: str = ""
+    universal_id_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """The header fields of one instance that the ImagingStudy needs, plus where it is stored.
 
-    Text values are already decoded and stripped; an absent attribute is ``""`` (or ``None`` for
-    numbers). Dates and times keep their DICOM form (``YYYYMMDD``, ``HHMMSS.FFFFFF``); the FHIR
-    mapping turns them into FHIR dateTimes.
+    Text values are decoded, stripped and free of control characters; an absent attribute is ``""``
+    (``None`` for numbers, ``()`` for lists). Dates and times keep their DICOM form (``YYYYMMDD``,
+    ``HHMMSS.FFFFFF``); person names keep DICOM PN form (``Family^Given=Ideographic=Phonetic``).
     """
 
     # Identity
@@ -29,20 +50,47 @@ class InstanceRecord:
     transfer_syntax_uid: str = ""
     # Instance level
     instance_number: int | None = None
+    content_label: str = ""
+    document_title: str = ""
+    concept_name: str = ""
+    image_laterality: str = ""
     # Series level
     modality: str = ""
     series_number: int | None = None
     series_description: str = ""
     series_date: str = ""
     series_time: str = ""
+    body_part_examined: str = ""
+    laterality: str = ""
+    performing_physicians: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
+    specimens: tuple[str, ...] = ()
+    specimen_uids: tuple[str, ...] = ()
     # Study level
     study_date: str = ""
     study_time: str = ""
     timezone_offset: str = ""
     accession_number: str = ""
+    accession_issuer: Issuer | None = None
+    study_id: str = ""
     study_description: str = ""
+    study_comments: str = ""
+    requested_procedure_comments: str = ""
+    requested_procedure_ids: tuple[str, ...] = ()
+    procedure_codes: tuple[Code, ...] = ()
+    reason_codes: tuple[Code, ...] = ()
+    reasons: tuple[str, ...] = ()
+    referring_physician: str = ""
+    reading_physicians: tuple[str, ...] = ()
+    institution_name: str = ""
+    department_name: str = ""
+    admission_id: str = ""
+    # Patient
     patient_id: str = ""
-    issuer_of_patient_id: str = ""
+    patient_id_issuer: Issuer | None = None
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
     # Storage
     file: str = ""
     size: int = 0
@@ -54,8 +102,27 @@ class InstanceRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InstanceRecord:
         """Rebuild a record, ignoring unknown keys (a journal outlives the release writing it)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        hints = _record_hints()
+        values = {key: _from_json(hints[key], value) for key, value in data.items() if key in hints}
+        return cls(**values)
+
+
+@functools.cache
+def _record_hints() -> dict[str, Any]:
+    return typing.get_type_hints(InstanceRecord)
+
+
+def _from_json(hint: Any, value: Any) -> Any:
+    """Turn JSON lists and objects back into the tuples and dataclasses a record holds."""
+    if value is None:
+        return None
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        return tuple(_from_json(args[0], item) for item in value)
+    for candidate in (Code, Issuer):
+        if hint is candidate or candidate in args:
+            return candidate(**value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

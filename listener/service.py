@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from listener.aggregator import Aggregator
 from listener.config import Settings
-from listener.finisher import StudyFinisher
+from listener.finisher import StudyFinisher, fhir_options
 from listener.header import (
     HeaderError,
     HeaderProblem,
@@ -64,7 +64,7 @@ class ListenerService:
         )
         self._journal = Journal(data_dir / "journal.sqlite3")
         self._aggregator = Aggregator(quiet_period=settings.aggregator.quiet_period_seconds)
-        self._finisher = StudyFinisher(self._journal, fhir_version=settings.fhir.version)
+        self._finisher = StudyFinisher(self._journal, options=fhir_options(settings))
         self._relay = OutboxRelay(
             self._journal, publisher, backoff_max_seconds=settings.amqp.reconnect_max_seconds
         )

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 
-from listener.fhir import r4
 from listener.fhir.common import JsonObject
-from listener.model import StudyState
+from listener.fhir.imaging_study import FhirOptions, MappedStudy, imaging_study
 
-FHIR_RELEASES = {"R4": "4.0.1"}
+FHIR_RELEASES = {"R4": "4.0.1", "R5": "5.0.0"}
 
-
-def imaging_study(study: StudyState, *, version: int, fhir_version: str) -> JsonObject:
-    """Map ``study`` to an ImagingStudy of ``fhir_version`` (``R4``) with ``meta.versionId``."""
-    if fhir_version == "R4":
-        return r4.imaging_study(study, version=version)
-    raise ValueError(f"unsupported FHIR version {fhir_version!r}")
+__all__ = ["FHIR_RELEASES", "FhirOptions", "MappedStudy", "encode", "imaging_study"]
 
 
 def encode(resource: JsonObject) -> bytes:

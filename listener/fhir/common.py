@@ -1,17 +1,34 @@
-"""Pieces shared by the FHIR mappings: systems, codings and study-level attribute resolution."""
+"""Pieces shared by the R4 and R5 mappings: systems, identifiers, codings, references."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 from typing import Any
 
-from listener.model import InstanceRecord, StudyState
+from listener.fhir.names import display_name
+from listener.model import Code, Issuer
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 RFC3986_SYSTEM = "urn:ietf:rfc:3986"
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 V2_0203_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"
+PARTICIPATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+# DICOM Coding Scheme Designators (PS3.16 Table 8-1) with a FHIR system URI. SRT and other legacy
+# designators are not listed: their codes are not codes of the modern system.
+CODING_SYSTEMS = {
+    "SCT": "http://snomed.info/sct",
+    "LN": "http://loinc.org",
+    "DCM": DCM_SYSTEM,
+    "UCUM": "http://unitsofmeasure.org",
+    "RADLEX": "http://radlex.org",
+    "NCIt": "http://ncit.nci.nih.gov",
+    "I10": "http://hl7.org/fhir/sid/icd-10",
+    "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
+    "C4": "http://www.ama-assn.org/go/cpt",
+    "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
+}
 
 JsonObject = dict[str, Any]
 
@@ -19,11 +36,6 @@ JsonObject = dict[str, Any]
 def oid_urn(uid: str) -> str:
     """A DICOM UID as the URI FHIR uses for it."""
     return f"urn:oid:{uid}"
-
-
-def first_non_empty(study: StudyState, read: Callable[[InstanceRecord], str]) -> str:
-    """The first non-empty value of a study-level attribute, in canonical instance order."""
-    return next((value for record in study.instances if (value := read(record))), "")
 
 
 def unsigned(value: int | None) -> int | None:
@@ -36,38 +48,74 @@ def compact(resource: JsonObject) -> JsonObject:
     return {key: value for key, value in resource.items() if value not in (None, "", [], {})}
 
 
-def study_identifiers(study: StudyState) -> list[JsonObject]:
-    """The StudyInstanceUID and, when present, the accession number (typed ACSN)."""
-    identifiers: list[JsonObject] = [
-        {"system": DICOM_UID_SYSTEM, "value": oid_urn(study.study_uid)}
-    ]
-    accession = first_non_empty(study, lambda r: r.accession_number)
-    if accession:
-        identifiers.append(
-            {
-                "type": {"coding": [{"system": V2_0203_SYSTEM, "code": "ACSN"}]},
-                "value": accession,
-            }
-        )
-    return identifiers
+def fhir_code(value: str) -> str:
+    """A value fit for FHIR's ``code`` type: no leading, trailing or repeated whitespace."""
+    return re.sub(r"\s+", " ", value).strip()
 
 
-def patient_reference(study: StudyState) -> JsonObject:
-    """A Patient reference by PatientID; a valid, explicitly unknown reference without one."""
-    patient_id = first_non_empty(study, lambda r: r.patient_id)
-    if not patient_id:
-        return {
-            "type": "Patient",
-            "display": "Unknown patient (no PatientID in the DICOM header)",
-            "extension": [{"url": DATA_ABSENT_REASON, "valueCode": "unknown"}],
-        }
-    identifier: JsonObject = {"value": patient_id}
-    issuer = first_non_empty(study, lambda r: r.issuer_of_patient_id)
-    if issuer:
-        identifier["assigner"] = {"display": issuer}
-    return {"type": "Patient", "identifier": identifier}
+def issuer_system(issuer: Issuer | None) -> str | None:
+    """The identifier system an HL7v2 HD issuer names, when it is a universal ID FHIR can use."""
+    if issuer is None or not issuer.universal_id:
+        return None
+    kind, value = issuer.universal_id_type.upper(), issuer.universal_id
+    if kind == "ISO":
+        return oid_urn(value)
+    if kind == "UUID":
+        return f"urn:uuid:{value.lower()}"
+    if kind in ("URI", "URL") and re.fullmatch(r"\S+:\S+", value):
+        return value
+    return None
 
 
-def modality_code(record: InstanceRecord) -> str:
-    """The series modality, or OT (Other) when the header has none; FHIR requires one."""
-    return record.modality.split("\\")[0].strip() or "OT"
+def identifier(value: str, *, issuer: Issuer | None = None, system: str = "") -> JsonObject:
+    """An Identifier with the issuer as system (universal ID) and/or assigner (its name)."""
+    result: JsonObject = {}
+    chosen = issuer_system(issuer) or system
+    if chosen:
+        result["system"] = chosen
+    result["value"] = value
+    if issuer is not None:
+        name = issuer.local_id or ("" if issuer_system(issuer) else issuer.universal_id)
+        if name:
+            result["assigner"] = {"display": name}
+    return result
+
+
+def accession_identifier(value: str, issuer: Issuer | None) -> JsonObject:
+    """The accession number as an Identifier typed ACSN (v2-0203)."""
+    return {
+        "type": {"coding": [{"system": V2_0203_SYSTEM, "code": "ACSN"}]},
+        **identifier(value, issuer=issuer),
+    }
+
+
+def coding(code: Code) -> JsonObject | None:
+    """A DICOM code as a FHIR Coding; None when it has no code value."""
+    if not code.value:
+        return None
+    system = CODING_SYSTEMS.get(code.scheme) or (
+        oid_urn(code.scheme_uid) if code.scheme_uid else None
+    )
+    return compact({"system": system, "code": fhir_code(code.value), "display": code.meaning})
+
+
+def codeable_concept(code: Code) -> JsonObject:
+    """A DICOM code as a CodeableConcept, its meaning as the text."""
+    single = coding(code)
+    return compact({"coding": [single] if single else [], "text": code.meaning})
+
+
+def practitioner(display: str) -> JsonObject:
+    """A Practitioner reference known only by name."""
+    return {"type": "Practitioner", "display": display}
+
+
+def person(pn: str) -> JsonObject | None:
+    """A Practitioner reference for a DICOM person name; None when the name is empty."""
+    name = display_name(pn)
+    return practitioner(name) if name else None
+
+
+def typed_identifier_reference(resource_type: str, value: JsonObject) -> JsonObject:
+    """A logical reference: a resource of ``resource_type`` known by one identifier."""
+    return {"type": resource_type, "identifier": value}

@@ -1,13 +1,15 @@
 """DICOM DA/TM/offset values to FHIR date and dateTime strings.
 
-FHIR allows a time only together with a zone, so a time without a known offset is dropped and the
-date alone is returned. Malformed values yield None instead of an invalid resource.
+FHIR allows a time only together with a zone. The zone comes from TimezoneOffsetFromUTC, else
+from a configured IANA time zone; without either, the date alone is returned. Malformed values
+yield None instead of an invalid resource.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
+from zoneinfo import ZoneInfo
 
 _TIME = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
 _OFFSET = re.compile(r"([+-])(\d{2})(\d{2})")
@@ -36,7 +38,7 @@ def fhir_offset(dicom_offset: str) -> str | None:
 
 
 def _fhir_time(dicom_time: str) -> str | None:
-    """``HH[MM[SS[.F{1,6}]]]`` to ``hh:mm:ss[.fff]``; None if malformed."""
+    """``HH[MM[SS[.F{1,6}]]]`` to ``hh:mm:ss[.ffffff]``; None if malformed."""
     match = _TIME.fullmatch(dicom_time.strip())
     if not match:
         return None
@@ -47,12 +49,44 @@ def _fhir_time(dicom_time: str) -> str | None:
     return f"{text}.{fraction}" if fraction else text
 
 
-def fhir_datetime(dicom_date: str, dicom_time: str, dicom_offset: str) -> str | None:
-    """A DICOM date, time and UTC offset as a FHIR dateTime (the date alone without an offset)."""
+def _zone_offset(date: str, time: str, zone: str) -> str | None:
+    """The UTC offset of ``zone`` at that local date and time, as ``+HH:MM``."""
+    local = datetime.datetime.fromisoformat(f"{date}T{time[:5]}").replace(tzinfo=ZoneInfo(zone))
+    offset = local.utcoffset()
+    if offset is None:
+        return None
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def fhir_datetime(
+    dicom_date: str, dicom_time: str, dicom_offset: str, *, zone: str = ""
+) -> str | None:
+    """A DICOM date, time and UTC offset as a FHIR dateTime (the date alone without a zone)."""
     date = fhir_date(dicom_date)
     if date is None:
         return None
-    time, offset = _fhir_time(dicom_time), fhir_offset(dicom_offset)
-    if time is None or offset is None:
+    time = _fhir_time(dicom_time)
+    if time is None:
         return date
-    return f"{date}T{time}{offset}"
+    offset = fhir_offset(dicom_offset)
+    if offset is None and zone and not dicom_offset.strip():
+        offset = _zone_offset(date, time, zone)
+    return f"{date}T{time}{offset}" if offset else date
+
+
+def started(
+    date: str,
+    time: str,
+    offset: str,
+    *,
+    zone: str,
+    warnings: list[str],
+    name: str = "StudyDate",
+) -> str | None:
+    """``started`` of a study or series; a malformed date is dropped and noted in ``warnings``."""
+    if date and fhir_date(date) is None:
+        warnings.append(f"{name} malformed; omitted")
+        return None
+    return fhir_datetime(date, time, offset, zone=zone) if date else None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from fhir.resources.imagingstudy import ImagingStudy as R5ImagingStudy
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from pynetdicom import AE
 
@@ -103,6 +104,24 @@ def test_logs_one_line_per_association_and_study_without_patient_data(
             value = str(dataset.get(keyword, "")).strip()
             if value:
                 assert value not in text, f"{keyword} leaked into the log"
+
+
+def test_r5_resources_are_published_when_configured(
+    start_listener: ListenerFactory, amqp: AmqpTopology
+) -> None:
+    """With fhir.version = R5 each study arrives as a valid R5 ImagingStudy, headers saying so."""
+    files = dicom_files(DICOMDIR_TESTS / "77654033")
+    listener = start_listener(quiet_period=0.5, LISTENER_FHIR__VERSION="R5")
+
+    storescu(listener.port, files)
+
+    expected = index_studies(files)
+    messages = amqp.drain(len(expected), timeout=30)
+    for message in messages:
+        R5ImagingStudy.model_validate(message.resource)
+        assert message.properties.headers["fhir_version"] == "5.0.0"
+        assert published_index(message.resource) == expected[message.resource["id"]]
+        assert "coding" in message.resource["modality"][0]
 
 
 def test_compressed_instances_are_accepted_and_kept_as_sent(

@@ -1,0 +1,238 @@
+"""StudyState -> FHIR ImagingStudy (R4 4.0.1 or R5 5.0.0) as a JSON-ready dict, plus warnings.
+
+One builder serves both releases; where they differ (Coding vs CodeableConcept, CodeableReference,
+``procedureCode``/``procedure``, ``reasonCode``/``reason``, R4-only ``interpreter``) the release
+decides. docs/mapping.md lists every element, its DICOM source and these differences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from listener.fhir.common import (
+    DATA_ABSENT_REASON,
+    DICOM_UID_SYSTEM,
+    JsonObject,
+    accession_identifier,
+    codeable_concept,
+    compact,
+    identifier,
+    oid_urn,
+    person,
+    typed_identifier_reference,
+)
+from listener.fhir.datetime import fhir_date, fhir_offset, started
+from listener.fhir.names import human_names
+from listener.fhir.series import modality, modality_code, series_element
+from listener.model import StudyState
+
+ENDPOINT_CONNECTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+_GENDER = {"M": "male", "F": "female", "O": "other"}
+_LO_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class FhirOptions:
+    """How the resource is shaped; built from the ``[fhir]`` settings."""
+
+    version: str = "R4"
+    subject: str = "identifier"
+    patient_identifier_system: str = ""
+    timezone: str = ""
+    endpoint_address: str = ""
+    endpoint_reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MappedStudy:
+    """The resource and what was cleaned or dropped on the way (no patient data in warnings)."""
+
+    resource: JsonObject
+    warnings: tuple[str, ...]
+
+
+class _Study:
+    """Study-level values: the first non-empty one in canonical order, noting disagreements."""
+
+    def __init__(self, study: StudyState) -> None:
+        self._records = study.instances
+        self.warnings: list[str] = []
+
+    def text(self, name: str) -> str:
+        values = [value for record in self._records if (value := getattr(record, name))]
+        if len(set(values)) > 1:
+            self.warnings.append(f"study attribute {name} differs between instances; first used")
+        return values[0] if values else ""
+
+    def first(self, name: str) -> Any:
+        return next((v for record in self._records if (v := getattr(record, name))), None)
+
+    def union(self, name: str) -> list[Any]:
+        return list(dict.fromkeys(v for record in self._records for v in getattr(record, name)))
+
+
+def imaging_study(study: StudyState, *, version: int, options: FhirOptions) -> MappedStudy:
+    """Map a study to an ImagingStudy of ``options.version``; ``version`` is ``meta.versionId``."""
+    r5 = options.version == "R5"
+    attrs = _Study(study)
+    contained: list[JsonObject] = []
+    subject = _subject(attrs, options, contained)
+    endpoints = _endpoints(options, contained, r5=r5)
+    offset = attrs.text("timezone_offset")
+    if offset and fhir_offset(offset) is None:
+        attrs.warnings.append("TimezoneOffsetFromUTC malformed; ignored")
+    zone = options.timezone
+    date, time = attrs.text("study_date"), attrs.text("study_time")
+    accession, accession_issuer = attrs.text("accession_number"), attrs.first("accession_issuer")
+    codes = attrs.union("procedure_codes")
+    reasons = [codeable_concept(c) for c in attrs.union("reason_codes")]
+    reasons += [{"text": text} for text in attrs.union("reasons")]
+    modalities = sorted({modality_code(series.instances[0]) for series in study.series})
+    resource = {
+        "resourceType": "ImagingStudy",
+        "id": study.study_uid,
+        "meta": {"versionId": str(version)},
+        "contained": contained,
+        "identifier": _identifiers(study.study_uid, attrs, accession, accession_issuer),
+        "status": "available",
+        "modality": [modality(code, r5=r5) for code in modalities],
+        "subject": subject,
+        "encounter": _encounter(attrs.text("admission_id")),
+        "started": started(date, time, offset, zone=zone, warnings=attrs.warnings),
+        "basedOn": _based_on(attrs, accession, accession_issuer),
+        "referrer": person(attrs.text("referring_physician")),
+        "interpreter": None if r5 else _people(attrs.union("reading_physicians")),
+        "endpoint": endpoints,
+        "numberOfSeries": len(study.series),
+        "numberOfInstances": study.number_of_instances,
+        "procedure" if r5 else "procedureCode": [_concept(codeable_concept(c), r5) for c in codes],
+        "location": _location(attrs.text("institution_name"), attrs.text("department_name")),
+        "reason" if r5 else "reasonCode": [_concept(reason, r5) for reason in reasons],
+        "note": [{"text": text} for text in _notes(attrs)],
+        "description": attrs.text("study_description"),
+        "series": [
+            series_element(
+                s, offset=offset, zone=zone, endpoints=endpoints, warnings=attrs.warnings, r5=r5
+            )
+            for s in study.series
+        ],
+    }
+    return MappedStudy(compact(resource), tuple(dict.fromkeys(attrs.warnings)))
+
+
+def _concept(concept: JsonObject, r5: bool) -> JsonObject:
+    """R5 wraps a CodeableConcept in a CodeableReference."""
+    return {"concept": concept} if r5 else concept
+
+
+def _identifiers(study_uid: str, attrs: _Study, accession: str, issuer: Any) -> list[JsonObject]:
+    identifiers: list[JsonObject] = [{"system": DICOM_UID_SYSTEM, "value": oid_urn(study_uid)}]
+    if accession:
+        identifiers.append(accession_identifier(accession, issuer))
+    study_id = attrs.text("study_id")
+    if study_id:
+        identifiers.append(
+            {"use": "secondary", "type": {"text": "DICOM Study ID"}, "value": study_id}
+        )
+    return identifiers
+
+
+def _subject(attrs: _Study, options: FhirOptions, contained: list[JsonObject]) -> JsonObject:
+    """The Patient: by identifier, or as a contained resource; explicitly unknown without an ID."""
+    patient_id = attrs.text("patient_id")
+    if len(patient_id) > _LO_MAX:
+        attrs.warnings.append("PatientID longer than 64 characters; kept as sent")
+    patient_identifier = (
+        identifier(
+            patient_id,
+            issuer=attrs.first("patient_id_issuer"),
+            system=options.patient_identifier_system,
+        )
+        if patient_id
+        else None
+    )
+    if options.subject == "contained":
+        birth_date = attrs.text("patient_birth_date")
+        if birth_date and fhir_date(birth_date) is None:
+            attrs.warnings.append("PatientBirthDate malformed; omitted")
+        contained.append(
+            compact(
+                {
+                    "resourceType": "Patient",
+                    "id": "patient",
+                    "identifier": [patient_identifier] if patient_identifier else [],
+                    "name": human_names(attrs.text("patient_name")),
+                    "gender": _GENDER.get(attrs.text("patient_sex").upper(), "unknown"),
+                    "birthDate": fhir_date(birth_date),
+                }
+            )
+        )
+        return {"reference": "#patient", "type": "Patient"}
+    if patient_identifier is None:
+        return {
+            "extension": [{"url": DATA_ABSENT_REASON, "valueCode": "unknown"}],
+            "type": "Patient",
+            "display": "Unknown patient (no PatientID in the DICOM header)",
+        }
+    return {"type": "Patient", "identifier": patient_identifier}
+
+
+def _endpoints(options: FhirOptions, contained: list[JsonObject], *, r5: bool) -> list[JsonObject]:
+    """The DICOMweb (WADO-RS) endpoint: a configured reference, or a contained Endpoint."""
+    if options.endpoint_reference:
+        return [{"reference": options.endpoint_reference, "type": "Endpoint"}]
+    if not options.endpoint_address:
+        return []
+    connection = {"system": ENDPOINT_CONNECTION_SYSTEM, "code": "dicom-wado-rs"}
+    endpoint: JsonObject = {"resourceType": "Endpoint", "id": "dicomweb", "status": "active"}
+    if r5:
+        endpoint["connectionType"] = [{"coding": [connection]}]
+    else:
+        endpoint["connectionType"] = connection
+        endpoint["payloadType"] = [{"text": "DICOM"}]
+    endpoint["address"] = options.endpoint_address
+    contained.append(endpoint)
+    return [{"reference": "#dicomweb", "type": "Endpoint"}]
+
+
+def _encounter(admission_id: str) -> JsonObject | None:
+    return (
+        typed_identifier_reference("Encounter", {"value": admission_id}) if admission_id else None
+    )
+
+
+def _based_on(attrs: _Study, accession: str, issuer: Any) -> list[JsonObject]:
+    """ServiceRequests by accession number and by Requested Procedure ID."""
+    requests = []
+    if accession:
+        requests.append(
+            typed_identifier_reference("ServiceRequest", accession_identifier(accession, issuer))
+        )
+    for procedure_id in attrs.union("requested_procedure_ids"):
+        requests.append(
+            typed_identifier_reference(
+                "ServiceRequest",
+                {"type": {"text": "Requested Procedure ID"}, "value": procedure_id},
+            )
+        )
+    return requests
+
+
+def _people(names: list[str]) -> list[JsonObject]:
+    return [p for pn in names if (p := person(pn))]
+
+
+def _location(institution: str, department: str) -> JsonObject | None:
+    text = ", ".join(part for part in (department, institution) if part)
+    return {"type": "Location", "display": text} if text else None
+
+
+def _notes(attrs: _Study) -> list[str]:
+    return list(
+        dict.fromkeys(
+            text
+            for text in (attrs.text("study_comments"), attrs.text("requested_procedure_comments"))
+            if text
+        )
+    )
