@@ -1,6 +1,7 @@
-"""Command line: ``dicom-listener [--config PATH] [run | check-config]``.
+"""Command line: ``dicom-listener [--config PATH] COMMAND``.
 
-A configuration problem prints one line naming the key and exits with status 2, never a traceback.
+Commands: ``run`` (the default), ``check-config``, ``echo``, ``studies``, ``republish``. A
+configuration problem prints one line naming the key and exits with status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from listener import __version__
+from listener import __version__, admin
 from listener.config import ConfigError, LoadedSettings, describe, load_settings, mask_url
 from listener.logging import configure_logging, get_logger
 from listener.publisher import PikaPublisher
+from listener.scp import verify
 from listener.service import ListenerService
 
-EXIT_CONFIG = 2
+EXIT_FAILURE, EXIT_CONFIG = 1, 2
+_SECRET_KEYS = {"amqp.url"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +40,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the listener in the foreground (the default)")
-    commands.add_parser("check-config", help="validate the settings and print the effective values")
+    commands.add_parser(
+        "check-config",
+        help="validate the settings; print each effective value and where it came from",
+    )
+    echo = commands.add_parser("echo", help="send a C-ECHO (a DICOM ping); exit 0 on success")
+    echo.add_argument("host", nargs="?", help="default: this listener (127.0.0.1)")
+    echo.add_argument("port", nargs="?", type=int, help="default: dicom.port")
+    echo.add_argument("--called-ae", help="default: dicom.ae_title")
+    echo.add_argument("--calling-ae", default="ECHOSCU", help="our AE title (default ECHOSCU)")
+    echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    studies = commands.add_parser(
+        "studies", help="list pending and recently finished studies from the journal"
+    )
+    studies.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    republish = commands.add_parser(
+        "republish", help="publish studies again, each as a new resource version"
+    )
+    republish.add_argument("study_uids", nargs="+", metavar="UID", help="StudyInstanceUIDs")
     return parser
 
 
@@ -51,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "check-config":
         return _check_config(loaded)
+    if args.command == "echo":
+        return _echo(loaded, args)
+    if args.command in ("studies", "republish"):
+        return _journal_command(loaded, args)
     return _run(loaded)
 
 
@@ -59,9 +83,44 @@ def _check_config(loaded: LoadedSettings) -> int:
     for key, _default, _doc in describe():
         section, _, name = key.rpartition(".")
         value = getattr(getattr(settings, section), name)
-        shown = mask_url(value) if key == "amqp.url" else value
+        shown = mask_url(value) if key in _SECRET_KEYS else value
         print(f"{key} = {shown!r}  # {loaded.sources[key]}")
     return 0
+
+
+def _echo(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    dicom = loaded.settings.dicom
+    host = args.host or "127.0.0.1"
+    port = args.port or dicom.port
+    called = args.called_ae or dicom.ae_title
+    try:
+        status = verify(
+            host, port, called_ae=called, calling_ae=args.calling_ae, timeout=args.timeout
+        )
+    except ConnectionError as exc:
+        print(f"dicom-listener: C-ECHO failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"C-ECHO {called}@{host}:{port}: status 0x{status:04X}")
+    return 0 if status == 0 else EXIT_FAILURE
+
+
+def _journal_command(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    try:
+        journal = admin.open_journal(loaded.settings)
+    except FileNotFoundError as exc:
+        print(f"dicom-listener: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        if args.command == "studies":
+            for line in admin.studies_table(journal.list_studies(limit=args.limit)):
+                print(line)
+            return 0
+        failures = admin.republish(
+            journal, loaded.settings, args.study_uids, report=lambda line: print(line, flush=True)
+        )
+        return EXIT_FAILURE if failures else 0
+    finally:
+        journal.close()
 
 
 def _run(loaded: LoadedSettings) -> int:
@@ -86,7 +145,7 @@ def _run(loaded: LoadedSettings) -> int:
     except OSError as exc:
         log.error("cannot start", error=str(exc))
         service.stop(grace_seconds=0)
-        return 1
+        return EXIT_FAILURE
     log.info("listener started", version=__version__, broker=mask_url(amqp.url))
     stop.wait()
     service.stop()

@@ -108,6 +108,9 @@ class DicomSettings:
     allowed_calling_ae_titles: list[str] = _setting(
         [], "Calling AE titles allowed to associate; empty allows any.", _ae_titles
     )
+    require_called_ae_title: bool = _setting(
+        True, "Reject associations whose called AE title is not ae_title."
+    )
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,15 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics and health endpoints."""
+
+    enabled: bool = _setting(True, "Serve /metrics, /healthz and /readyz over HTTP.")
+    host: str = _setting("0.0.0.0", "Address to bind the metrics and health port to.")
+    port: int = _setting(9464, "TCP port for /metrics, /healthz and /readyz.", _port)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """What the listener says about itself."""
 
@@ -213,6 +225,7 @@ class Settings:
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 

@@ -45,18 +45,31 @@ class StudyFinisher:
         re-opened study that gained nothing new) does not create a version.
         """
         row = self._journal.study(state.study_uid)
-        version = (row.version if row else 0) + 1
+        message, digest = self._message(state, (row.version if row else 0) + 1, now)
+        if row is not None and row.digest == digest:
+            self._journal.finish_study(
+                state.study_uid, digest=digest, message=None, finished_at=now
+            )
+            return None
+        self._journal.finish_study(state.study_uid, digest=digest, message=message, finished_at=now)
+        return message
+
+    def republish(self, state: StudyState, now: float) -> OutboxMessage | None:
+        """Queue a published study again as a new version; None if it is not published now."""
+        row = self._journal.study(state.study_uid)
+        if row is None or row.state != "published":
+            return None
+        message, _digest = self._message(state, row.version + 1, now)
+        return message if self._journal.queue_republication(message) else None
+
+    def _message(self, state: StudyState, version: int, now: float) -> tuple[OutboxMessage, str]:
+        """The outbox message for ``version`` of the study, and its version-free content digest."""
         mapped = fhir.imaging_study(state, version=version, options=self._options)
         for warning in mapped.warnings:
             log.warning("study mapping", study_uid=state.study_uid, problem=warning)
         resource = mapped.resource
         unversioned = {key: value for key, value in resource.items() if key != "meta"}
         digest = hashlib.sha256(fhir.encode(unversioned)).hexdigest()
-        if row is not None and row.digest == digest:
-            self._journal.finish_study(
-                state.study_uid, digest=digest, message=None, finished_at=now
-            )
-            return None
         message = OutboxMessage(
             id=0,
             study_uid=state.study_uid,
@@ -72,5 +85,4 @@ class StudyFinisher:
             body=fhir.encode(resource),
             created_at=now,
         )
-        self._journal.finish_study(state.study_uid, digest=digest, message=message, finished_at=now)
-        return message
+        return message, digest

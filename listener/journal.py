@@ -90,6 +90,19 @@ class StudyRow:
 
 
 @dataclass(frozen=True, slots=True)
+class StudySummary:
+    """One line of ``dicom-listener studies``."""
+
+    study_uid: str
+    state: str
+    version: int
+    last_received_at: float
+    finished_at: float | None
+    instances: int
+    series: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxMessage:
     """One finished study version waiting for the broker's confirm."""
 
@@ -140,6 +153,15 @@ class JournalStore(Protocol):
     def remove_outbox(self, message_id: int) -> None:
         """Forget a confirmed message."""
 
+    def queue_republication(self, message: OutboxMessage) -> bool:
+        """Queue a new version of a published study."""
+
+    def writable(self) -> bool:
+        """True when the store accepts writes."""
+
+    def list_studies(self, *, limit: int) -> list[StudySummary]:
+        """Pending and recently finished studies."""
+
     def close(self) -> None:
         """Release the store."""
 
@@ -151,6 +173,8 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Another process (the CLI's republish) may write at the same time: wait, do not fail.
+        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -255,18 +279,38 @@ class Journal:
                 (digest, finished_at, version, study_uid),
             )
             if message is not None:
-                db.execute(
-                    "INSERT INTO outbox (study_uid, version, message_id, headers, body, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        study_uid,
-                        message.version,
-                        message.message_id,
-                        json.dumps(message.headers, sort_keys=True),
-                        message.body,
-                        message.created_at,
-                    ),
-                )
+                self._insert_outbox(db, message)
+
+    @staticmethod
+    def _insert_outbox(db: sqlite3.Connection, message: OutboxMessage) -> None:
+        db.execute(
+            "INSERT INTO outbox (study_uid, version, message_id, headers, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                message.study_uid,
+                message.version,
+                message.message_id,
+                json.dumps(message.headers, sort_keys=True),
+                message.body,
+                message.created_at,
+            ),
+        )
+
+    def queue_republication(self, message: OutboxMessage) -> bool:
+        """Queue a new version of a published study; False if it is not (or no longer) published.
+
+        The check and the write are one transaction, so a study the running listener re-opened
+        meanwhile is left to the listener.
+        """
+        with self._transaction() as db:
+            updated = db.execute(
+                "UPDATE studies SET version = ? WHERE study_uid = ? AND state = 'published'"
+                " AND version = ? - 1",
+                (message.version, message.study_uid, message.version),
+            ).rowcount
+            if updated:
+                self._insert_outbox(db, message)
+        return bool(updated)
 
     def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
         """Studies published before ``cutoff``: those whose files remain, or all not yet pruned."""
@@ -327,6 +371,29 @@ class Journal:
         """Forget a message the broker has confirmed."""
         with self._transaction() as db:
             db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def writable(self) -> bool:
+        """True when a write transaction can be opened right now (for /readyz)."""
+        try:
+            with self._transaction():
+                pass
+        except JournalError:
+            return False
+        return True
+
+    def list_studies(self, *, limit: int) -> list[StudySummary]:
+        """Pending studies first, then the most recently finished, with their counts."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.study_uid, s.state, s.version, s.last_received_at, s.finished_at,"
+                " count(i.sop_instance_uid), count(DISTINCT json_extract(i.record, '$.series_uid'))"
+                " FROM studies s LEFT JOIN instances i ON i.study_uid = s.study_uid"
+                " GROUP BY s.study_uid"
+                " ORDER BY s.state != 'pending', coalesce(s.finished_at, s.last_received_at) DESC"
+                " LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [StudySummary(*row) for row in rows]
 
     def close(self) -> None:
         """Close the database (checkpointing the WAL)."""

@@ -8,9 +8,12 @@ when it resumes, not on every attempt.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from listener.journal import JournalError, JournalStore, OutboxMessage
 from listener.logging import get_logger
+from listener.metrics import Metrics
 from listener.publisher import Message, Publisher, PublishError
 
 log = get_logger("listener.relay")
@@ -22,12 +25,27 @@ class OutboxRelay:
     """Runs in its own thread; the Publisher is created, used and closed by that thread only."""
 
     def __init__(
-        self, journal: JournalStore, publisher: Publisher, *, backoff_max_seconds: float
+        self,
+        journal: JournalStore,
+        publisher: Publisher,
+        *,
+        backoff_max_seconds: float,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._journal = journal
         self._publisher = publisher
         self._backoff_max = backoff_max_seconds
+        self._metrics = metrics
+        self._clock = clock
         self._wake = threading.Event()
+        self.broker_connected = False
+
+    def _connect(self) -> None:
+        try:
+            self._publisher.connect()
+        finally:
+            self.broker_connected = self._publisher.connected
 
     def notify(self) -> None:
         """Tell the loop that the outbox has a new message."""
@@ -39,9 +57,10 @@ class OutboxRelay:
         try:
             while not stopping.is_set():
                 try:
-                    self._publisher.connect()
+                    self._connect()
                     published = self._publish_next()
                 except (PublishError, JournalError) as exc:
+                    self._metrics.publish_failures.inc()
                     if healthy:
                         log.error("publishing failed; retrying with backoff", error=str(exc))
                     healthy = False
@@ -53,9 +72,11 @@ class OutboxRelay:
                 backoff, healthy = BACKOFF_FIRST_SECONDS, True
                 if not published:
                     self._publisher.idle(0)
+                    self.broker_connected = self._publisher.connected
                     self._wake.wait(0.2)
         finally:
             self._publisher.close()
+            self.broker_connected = False
 
     def _publish_next(self) -> bool:
         """Publish the oldest outbox message; False when the outbox is empty."""
@@ -65,6 +86,10 @@ class OutboxRelay:
             return False
         self._publisher.publish(_wire_message(message))
         self._journal.remove_outbox(message.id)
+        self._metrics.studies_published.inc()
+        if message.version > 1:
+            self._metrics.studies_republished.inc()
+        self._metrics.publish_latency_seconds.observe(max(0.0, self._clock() - message.created_at))
         log.info(
             "study published",
             study_uid=message.study_uid,

@@ -25,6 +25,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from listener.config import DicomSettings
 from listener.logging import get_logger
+from listener.metrics import Metrics
 from listener.model import StoreOutcome
 
 log = get_logger("listener.scp")
@@ -102,10 +103,13 @@ class _AssociationStats:
 class DicomServer:
     """Runs the AE in background threads; :meth:`stop` drains associations before returning."""
 
-    def __init__(self, settings: DicomSettings, sink: InstanceSink, *, spool_dir: Path) -> None:
+    def __init__(
+        self, settings: DicomSettings, sink: InstanceSink, *, spool_dir: Path, metrics: Metrics
+    ) -> None:
         self._settings = settings
         self._sink = sink
         self._spool_dir = spool_dir
+        self._metrics = metrics
         self._server: ThreadedAssociationServer | None = None
         # Keyed by the association itself, so an association that vanishes leaves nothing behind.
         self._stats: weakref.WeakKeyDictionary[Association, _AssociationStats] = (
@@ -132,6 +136,7 @@ class DicomServer:
         self._server = ae.start_server(
             (self._settings.host, self._settings.port), block=False, evt_handlers=handlers
         )
+        self._metrics.associations_active.set_function(lambda: self.active_associations)
         log.info(
             "dicom listening",
             ae_title=self._settings.ae_title,
@@ -178,9 +183,11 @@ class DicomServer:
             stats = self._stats.get(event.assoc)
             if stats is not None:
                 stats.outcomes[outcome.value] = stats.outcomes.get(outcome.value, 0) + 1
+        self._metrics.instances_received.labels(outcome.value).inc()
         return STATUS_FOR_OUTCOME[outcome]
 
     def _on_accepted(self, event: evt.Event) -> None:
+        self._metrics.associations.labels("accepted").inc()
         requestor = event.assoc.requestor
         with self._stats_lock:
             self._stats[event.assoc] = _AssociationStats(
@@ -205,6 +212,7 @@ class DicomServer:
         )
 
     def _on_rejected(self, event: evt.Event) -> None:
+        self._metrics.associations.labels("rejected").inc()
         requestor = event.assoc.requestor
         log.warning(
             "association rejected",
@@ -214,9 +222,27 @@ class DicomServer:
         )
 
 
+def verify(host: str, port: int, *, called_ae: str, calling_ae: str, timeout: float) -> int:
+    """Send one C-ECHO; return its status (0x0000 = success) or raise ConnectionError."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(VERIFICATION)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    association = ae.associate(host, port, ae_title=called_ae)
+    if not association.is_established:
+        raise ConnectionError(f"no association with {called_ae}@{host}:{port}")
+    try:
+        status = association.send_c_echo()
+    finally:
+        association.release()
+    if not status or "Status" not in status:
+        raise ConnectionError("no C-ECHO response")
+    return int(status.Status)
+
+
 def _build_ae(settings: DicomSettings, sop_classes: Iterable[str], syntaxes: list[str]) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
+    ae.require_called_aet = settings.require_called_ae_title
     if settings.allowed_calling_ae_titles:
         ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
     ae.add_supported_context(VERIFICATION, syntaxes)

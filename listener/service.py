@@ -26,6 +26,7 @@ from listener.header import (
 from listener.instance_files import InstanceFiles
 from listener.journal import Change, Journal, JournalError, JournalStore
 from listener.logging import get_logger
+from listener.metrics import Metrics, MetricsServer
 from listener.model import InstanceRecord, StoreOutcome
 from listener.publisher import Publisher
 from listener.relay import OutboxRelay
@@ -65,12 +66,31 @@ class ListenerService:
         self._journal = Journal(data_dir / "journal.sqlite3")
         self._aggregator = Aggregator(quiet_period=settings.aggregator.quiet_period_seconds)
         self._finisher = StudyFinisher(self._journal, options=fhir_options(settings))
+        self.metrics = Metrics()
+        self.metrics.studies_pending.set_function(lambda: len(self._aggregator))
+        self.metrics.outbox_depth.set_function(self._journal.outbox_depth)
         self._relay = OutboxRelay(
-            self._journal, publisher, backoff_max_seconds=settings.amqp.reconnect_max_seconds
+            self._journal,
+            publisher,
+            backoff_max_seconds=settings.amqp.reconnect_max_seconds,
+            metrics=self.metrics,
+            clock=clock,
+        )
+        self._metrics_server = (
+            MetricsServer(
+                self.metrics,
+                self.readiness,
+                host=settings.metrics.host,
+                port=settings.metrics.port,
+            )
+            if settings.metrics.enabled
+            else None
         )
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._dicom = DicomServer(settings.dicom, self, spool_dir=self._spool_dir)
+        self._dicom = DicomServer(
+            settings.dicom, self, spool_dir=self._spool_dir, metrics=self.metrics
+        )
         self._threads: list[threading.Thread] = []
         self._next_housekeeping = 0.0
 
@@ -93,6 +113,8 @@ class ListenerService:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self._metrics_server is not None:
+            self._metrics_server.start()
         self._dicom.start()
 
     def stop(self, *, grace_seconds: float = 10.0) -> None:
@@ -103,8 +125,19 @@ class ListenerService:
         self._relay.notify()
         for thread in self._threads:
             thread.join(timeout=grace_seconds)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         self._journal.close()
         log.info("stopped", pending_studies=len(self._aggregator))
+
+    def readiness(self) -> list[str]:
+        """Why the listener is not ready (empty when ready): journal writable, broker connected."""
+        problems = []
+        if not self._journal.writable():
+            problems.append("journal not writable")
+        if not self._relay.broker_connected:
+            problems.append("broker not connected")
+        return problems
 
     def _recover(self) -> None:
         """Rebuild pending studies from the journal; clear spool files a crash left behind."""
@@ -168,7 +201,9 @@ class ListenerService:
     def _commit(self, record: InstanceRecord) -> StoreOutcome:
         now = self._clock()
         with self._lock:
-            result = self._journal.add_instance(record, now)
+            with self.metrics.journal_commit_seconds.time():
+                result = self._journal.add_instance(record, now)
+            self.metrics.bytes_received.inc(record.size)
             if result.change is Change.DUPLICATE:
                 return StoreOutcome.DUPLICATE
             for study_uid in result.reopened:

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from listener.logging import configure_logging
-from tests.support import AmqpTopology, ListenerProcess, require_broker
+from tests.support import AmqpTopology, ListenerProcess, free_port, require_broker
 
 
 @pytest.fixture
@@ -55,6 +55,8 @@ def start_listener(tmp_path: Path, amqp: AmqpTopology) -> Iterator[ListenerFacto
             **amqp.env(),
             "LISTENER_AGGREGATOR__QUIET_PERIOD_SECONDS": str(quiet_period),
             "LISTENER_STORAGE__MIN_FREE_MB": "64",
+            "LISTENER_METRICS__HOST": "127.0.0.1",
+            "LISTENER_METRICS__PORT": str(free_port()),
             **env,
         }
         listener = ListenerProcess(data_dir=data_dir or tmp_path / "data", env=settings)

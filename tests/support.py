@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -455,6 +457,27 @@ class ListenerProcess:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    @property
+    def metrics_url(self) -> str:
+        """Base URL of the metrics and health endpoints."""
+        return f"http://127.0.0.1:{self.env['LISTENER_METRICS__PORT']}"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m listener ARGS`` with this listener's settings."""
+        environment = {
+            **os.environ,
+            "LISTENER_DICOM__PORT": str(self.port),
+            "LISTENER_STORAGE__DATA_DIR": str(self.data_dir),
+            **self.env,
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "listener", *args],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     def logs(self) -> list[dict[str, Any]]:
         """Every JSON log line written so far."""
         lines = []
@@ -468,3 +491,21 @@ class ListenerProcess:
     def events(self, name: str) -> Iterator[dict[str, Any]]:
         """Log lines whose event is ``name``."""
         return (line for line in self.logs() if line.get("event") == name)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET (error statuses included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from listener.scp import storage_sop_classes, transfer_syntaxes
+
 PACKAGE = Path(__file__).parents[2] / "listener"
 PURE = ["model.py", "aggregator.py", *(f"fhir/{p.name}" for p in (PACKAGE / "fhir").glob("*.py"))]
 ADAPTERS = {"pynetdicom": "scp.py", "pika": "publisher.py", "sqlite3": "journal.py"}
@@ -41,3 +43,11 @@ def test_each_library_is_imported_by_its_adapter_only(library: str, owner: str) 
     }
 
     assert importers == {owner}
+
+
+def test_conformance_statement_lists_every_accepted_sop_class_and_transfer_syntax() -> None:
+    """docs/conformance-statement.md names each SOP class and transfer syntax the SCP accepts."""
+    statement = (PACKAGE.parent / "docs" / "conformance-statement.md").read_text()
+
+    for uid in [*storage_sop_classes(), *transfer_syntaxes()]:
+        assert f"| {uid} |" in statement, uid

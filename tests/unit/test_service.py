@@ -74,6 +74,7 @@ def make_service(
             "LISTENER_AGGREGATOR__QUIET_PERIOD_SECONDS": "10",
             "LISTENER_DICOM__PORT": str(free_port()),
             "LISTENER_DICOM__HOST": "127.0.0.1",
+            "LISTENER_METRICS__ENABLED": "false",
             **env,
         },
     ).settings
