@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -16,10 +17,18 @@ from pathlib import Path
 from types import FrameType
 
 from listener import __version__, admin
-from listener.config import ConfigError, LoadedSettings, describe, load_settings, mask_url
+from listener.config import (
+    ConfigError,
+    LoadedSettings,
+    broker_url,
+    describe,
+    load_settings,
+    mask_url,
+    setting_value,
+)
 from listener.logging import configure_logging, get_logger
-from listener.publisher import PikaPublisher
-from listener.scp import verify
+from listener.publisher import PikaPublisher, broker_tls_context
+from listener.scp import client_tls_context, verify
 from listener.service import ListenerService
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
@@ -50,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     echo.add_argument("--called-ae", help="default: dicom.ae_title")
     echo.add_argument("--calling-ae", default="ECHOSCU", help="our AE title (default ECHOSCU)")
     echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    echo.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use DICOM TLS (default: when dicom.tls.cert_file is set); client certificate and "
+        "CA from [dicom.tls]",
+    )
+    echo.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with TLS, do not verify the server's certificate (a loopback health check)",
+    )
     studies = commands.add_parser(
         "studies", help="list pending and recently finished studies from the journal"
     )
@@ -81,8 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_config(loaded: LoadedSettings) -> int:
     settings = loaded.settings
     for key, _default, _doc in describe():
-        section, _, name = key.rpartition(".")
-        value = getattr(getattr(settings, section), name)
+        value = setting_value(settings, key)
         shown = mask_url(value) if key in _SECRET_KEYS else value
         print(f"{key} = {shown!r}  # {loaded.sources[key]}")
     return 0
@@ -93,9 +113,13 @@ def _echo(loaded: LoadedSettings, args: argparse.Namespace) -> int:
     host = args.host or "127.0.0.1"
     port = args.port or dicom.port
     called = args.called_ae or dicom.ae_title
+    use_tls = bool(dicom.tls.cert_file) if args.tls is None else args.tls
+    tls = client_tls_context(dicom.tls) if use_tls else None
+    if tls is not None and args.no_verify:
+        tls.verify_mode = ssl.CERT_NONE
     try:
         status = verify(
-            host, port, called_ae=called, calling_ae=args.calling_ae, timeout=args.timeout
+            host, port, called_ae=called, calling_ae=args.calling_ae, timeout=args.timeout, tls=tls
         )
     except ConnectionError as exc:
         print(f"dicom-listener: C-ECHO failed: {exc}", file=sys.stderr)
@@ -125,11 +149,26 @@ def _journal_command(loaded: LoadedSettings, args: argparse.Namespace) -> int:
 
 def _run(loaded: LoadedSettings) -> int:
     settings = loaded.settings
-    configure_logging(level=settings.logging.level, output_format=settings.logging.format)
+    configure_logging(
+        level=settings.logging.level,
+        output_format=settings.logging.format,
+        include_phi=settings.logging.include_phi,
+    )
     log = get_logger("listener")
     amqp = settings.amqp
+    tls = (
+        broker_tls_context(
+            ca_file=amqp.tls.ca_file, cert_file=amqp.tls.cert_file, key_file=amqp.tls.key_file
+        )
+        if amqp.url.startswith("amqps://")
+        else None
+    )
     publisher = PikaPublisher(
-        amqp.url, exchange=amqp.exchange, routing_key=amqp.routing_key, queue=amqp.queue
+        broker_url(amqp),
+        exchange=amqp.exchange,
+        routing_key=amqp.routing_key,
+        queue=amqp.queue,
+        tls=tls,
     )
     stop = threading.Event()
 

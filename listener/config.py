@@ -8,6 +8,7 @@ value stops start-up with one line that names the key instead of failing later i
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 import tomllib
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 ENV_PREFIX = "LISTENER_"
 
@@ -68,6 +69,24 @@ def _amqp_url(value: str) -> str | None:
     )
 
 
+def _file(value: str) -> str | None:
+    if not value or Path(value).is_file():
+        return None
+    return f"must name a readable file, got {value!r}"
+
+
+def _peer_rules(values: list[str]) -> str | None:
+    for value in values:
+        title, _, address = value.partition("@")
+        if _ae_title(title) or not address:
+            return f'must be "AE@address" or "AE@network/prefix", got {value!r}'
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            return f"has an invalid address or network in {value!r}"
+    return None
+
+
 def _uri(value: str) -> str | None:
     if not value or re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", value):
         return None
@@ -98,8 +117,21 @@ def _exchange_name(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class DicomTlsSettings:
+    """DICOM over TLS (PS3.15 BCP 195): on when cert_file and key_file are set."""
+
+    cert_file: str = _setting(
+        "", "PEM certificate (chain) of our AE; with key_file turns TLS on.", _file
+    )
+    key_file: str = _setting("", "PEM private key of cert_file.", _file)
+    ca_file: str = _setting(
+        "", "PEM CA bundle; when set, clients must present a certificate it signed.", _file
+    )
+
+
+@dataclass(frozen=True)
 class DicomSettings:
-    """The DICOM network side: who we are and where we listen."""
+    """The DICOM network side: who we are, where we listen, whom we let in."""
 
     ae_title: str = _setting("DICOM-LISTENER", "Our AE title (called AE title).", _ae_title)
     host: str = _setting("0.0.0.0", "Address to bind the DICOM port to.")
@@ -111,6 +143,34 @@ class DicomSettings:
     require_called_ae_title: bool = _setting(
         True, "Reject associations whose called AE title is not ae_title."
     )
+    peer_addresses: list[str] = _setting(
+        [],
+        'Per-AE address rules "AE@address" or "AE@network/prefix"; a listed AE only from these.',
+        _peer_rules,
+    )
+    max_pdu_size: int = _setting(
+        131072,
+        "Largest PDU we accept (bytes, advertised to the sender); 0 means no limit.",
+        _not_negative,
+    )
+    acse_timeout_seconds: float = _setting(
+        15.0, "Time a new connection has to send its association request.", _positive
+    )
+    dimse_timeout_seconds: float = _setting(
+        60.0, "Time a sender has to complete a DIMSE message it started.", _positive
+    )
+    idle_timeout_seconds: float = _setting(
+        60.0, "An association silent for this long is aborted.", _positive
+    )
+    max_instance_mb: int = _setting(
+        4096, "Larger instances are refused (0xA701) and their spool file removed.", _positive
+    )
+    max_pending_connections: int = _setting(
+        64,
+        "Connections still negotiating (TLS, association request) at once; more are closed.",
+        _positive,
+    )
+    tls: DicomTlsSettings = field(default_factory=DicomTlsSettings)
 
 
 @dataclass(frozen=True)
@@ -120,6 +180,17 @@ class AggregatorSettings:
     quiet_period_seconds: float = _setting(
         30.0, "A study is finished after this many seconds without a new instance.", _positive
     )
+
+
+@dataclass(frozen=True)
+class AmqpTlsSettings:
+    """TLS for amqps:// URLs."""
+
+    ca_file: str = _setting(
+        "", "PEM CA bundle to verify the broker; empty uses the system's.", _file
+    )
+    cert_file: str = _setting("", "PEM client certificate, for brokers that require one.", _file)
+    key_file: str = _setting("", "PEM private key of cert_file.", _file)
 
 
 @dataclass(frozen=True)
@@ -144,6 +215,10 @@ class AmqpSettings:
         "Longest wait between reconnect attempts (the backoff doubles up to this).",
         _positive,
     )
+    password_file: str = _setting(
+        "", "File holding the broker password; replaces the password in url.", _file
+    )
+    tls: AmqpTlsSettings = field(default_factory=AmqpTlsSettings)
 
 
 @dataclass(frozen=True)
@@ -214,6 +289,9 @@ class LoggingSettings:
     format: Literal["auto", "json", "console"] = _setting(
         "auto", "auto = console on a terminal, JSON lines otherwise."
     )
+    include_phi: bool = _setting(
+        False, "Allow patient names, IDs and birth dates in DEBUG lines (never at INFO and up)."
+    )
 
 
 @dataclass(frozen=True)
@@ -252,7 +330,25 @@ def load_settings(
     env = _environment_values(environ or {})
     sources: dict[str, str] = {}
     settings = _build(Settings, file_values, env, prefix="", sources=sources)
+    _check_combinations(settings)
     return LoadedSettings(settings=settings, sources=sources)
+
+
+def _check_combinations(settings: Settings) -> None:
+    """Rules that involve more than one key."""
+    for prefix, tls in (("dicom.tls", settings.dicom.tls), ("amqp.tls", settings.amqp.tls)):
+        if bool(tls.cert_file) != bool(tls.key_file):
+            missing = "key_file" if tls.cert_file else "cert_file"
+            raise ConfigError(
+                f"{prefix}.{missing}: required together with the other of cert_file/key_file"
+            )
+    if settings.dicom.tls.ca_file and not settings.dicom.tls.cert_file:
+        raise ConfigError(
+            "dicom.tls.ca_file: client certificates need TLS on (cert_file, key_file)"
+        )
+    amqp_tls = settings.amqp.tls
+    if (amqp_tls.ca_file or amqp_tls.cert_file) and urlsplit(settings.amqp.url).scheme != "amqps":
+        raise ConfigError("amqp.tls: set only with an amqps:// amqp.url")
 
 
 def _environment_values(environ: Mapping[str, str]) -> dict[str, str]:
@@ -400,4 +496,27 @@ def mask_url(url: str) -> str:
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def setting_value(settings: Settings, key: str) -> Any:
+    """The value of a dotted key such as ``dicom.tls.cert_file``."""
+    value: Any = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def broker_url(amqp: AmqpSettings) -> str:
+    """``amqp.url`` with the password from ``amqp.password_file`` when one is configured."""
+    if not amqp.password_file:
+        return amqp.url
+    password = Path(amqp.password_file).read_text(encoding="utf-8").strip()
+    parts = urlsplit(amqp.url)
+    user = parts.username or "guest"
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"
     return parts._replace(netloc=netloc).geturl()

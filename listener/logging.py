@@ -1,8 +1,9 @@
 """structlog setup: JSON lines off a terminal, readable console output on one; the PHI policy.
 
 Standard-library records (pynetdicom, pika) go through the same renderer, so one process writes one
-format. Patient data never reaches INFO or WARNING: :func:`drop_phi` strips the keys that could
-carry it from every event, whatever the caller passed.
+format. Patient data never reaches INFO or WARNING: :class:`PhiFilter` strips the keys that could
+carry it from every event, whatever the caller passed; ``logging.include_phi`` lets them through
+on DEBUG lines only, for troubleshooting.
 """
 
 from __future__ import annotations
@@ -14,23 +15,35 @@ from typing import Any, TextIO
 
 import structlog
 
-# Event keys that may carry patient data; they are removed from every log event.
+# Event keys that may carry patient data; removed from every event but allowed DEBUG ones.
 PHI_KEYS = frozenset(
     {"patient_name", "patient_id", "patient_birth_date", "patient_sex", "accession_number"}
 )
 
 
-def drop_phi(
-    _logger: Any, _method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """Remove keys that could carry patient data."""
-    for key in PHI_KEYS & event.keys():
-        del event[key]
-    return event
+class PhiFilter:
+    """Removes keys that could carry patient data, except from DEBUG lines when allowed."""
+
+    def __init__(self, *, include_phi_at_debug: bool) -> None:
+        self._allow_debug = include_phi_at_debug
+
+    def __call__(
+        self, _logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Drop the PHI keys of one event (a structlog processor)."""
+        if self._allow_debug and method == "debug":
+            return event
+        for key in PHI_KEYS & event.keys():
+            del event[key]
+        return event
 
 
 def configure_logging(
-    *, level: str = "INFO", output_format: str = "auto", stream: TextIO | None = None
+    *,
+    level: str = "INFO",
+    output_format: str = "auto",
+    stream: TextIO | None = None,
+    include_phi: bool = False,
 ) -> None:
     """Route structlog and standard logging to ``stream`` (stderr) in one format at ``level``."""
     stream = stream or sys.stderr
@@ -40,7 +53,7 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        drop_phi,
+        PhiFilter(include_phi_at_debug=include_phi),
     ]
     renderer: Any = (
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
@@ -66,6 +79,7 @@ def configure_logging(
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    logging.captureWarnings(True)  # library warnings as log lines in the same format
     root.setLevel(level)
     # pynetdicom and pika narrate every PDU at INFO/DEBUG; keep their warnings and errors only.
     for noisy in ("pynetdicom", "pika"):

@@ -44,6 +44,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.connections_refused = Counter(
+            f"{PREFIX}connections_refused",
+            "Connections closed before an association by reason (silent, not DICOM, TLS, ...).",
+            ["reason"],
+            registry=registry,
+        )
         self.instances_received = Counter(
             f"{PREFIX}instances_received",
             "C-STORE requests by outcome (stored, duplicate, or the failure kind).",

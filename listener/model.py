@@ -164,6 +164,8 @@ class StoreOutcome(enum.Enum):
     MISSING_UID = "missing_uid"
     INVALID_UID = "invalid_uid"
     MISMATCH = "mismatch"
+    TRUNCATED = "truncated"
+    TOO_LARGE = "too_large"
     OUT_OF_RESOURCES = "out_of_resources"
     FAILED = "failed"
 

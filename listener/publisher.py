@@ -7,6 +7,7 @@ closed by one thread: the service's publish loop. Every publish waits for the br
 from __future__ import annotations
 
 import contextlib
+import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +26,15 @@ class Message:
     message_id: str
     headers: dict[str, Any]
     timestamp: int
+
+
+def broker_tls_context(*, ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
+    """TLS for amqps://: verify the broker (ca_file, else system CAs), optional client cert."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 class PublishError(Exception):
@@ -66,8 +76,11 @@ class PikaPublisher:
         routing_key: str,
         queue: str,
         connect_timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._parameters = pika.URLParameters(url)
+        if tls is not None:
+            self._parameters.ssl_options = pika.SSLOptions(tls, self._parameters.host)
         self._parameters.socket_timeout = connect_timeout
         self._parameters.blocked_connection_timeout = 30
         self._exchange = exchange

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from listener.aggregator import Aggregator
+from listener.completeness import Truncated, check_complete
 from listener.config import Settings
 from listener.finisher import StudyFinisher, fhir_options
 from listener.header import (
@@ -40,6 +41,7 @@ _OUTCOME_FOR_PROBLEM = {
     HeaderProblem.INVALID_UID: StoreOutcome.INVALID_UID,
 }
 _DAY = 86_400.0
+_MB = 1024 * 1024
 _HOUSEKEEPING_INTERVAL = 60.0
 _HOUSEKEEPING_BATCH = 50
 
@@ -168,6 +170,9 @@ class ListenerService:
 
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         """Make one received instance durable; success only once its record is committed."""
+        refused = self._screen(incoming)
+        if refused is not None:
+            return refused
         try:
             record = read_record(incoming.path)
         except HeaderError as exc:
@@ -198,6 +203,29 @@ class ListenerService:
             )
             return StoreOutcome.OUT_OF_RESOURCES if full else StoreOutcome.FAILED
 
+    def _screen(self, incoming: IncomingInstance) -> StoreOutcome | None:
+        """Refuse an instance that is too large or truncated before parsing it."""
+        size = incoming.path.stat().st_size
+        if size > self._settings.dicom.max_instance_mb * _MB:
+            incoming.path.unlink(missing_ok=True)
+            log.warning(
+                "instance refused",
+                reason="larger than dicom.max_instance_mb",
+                size=size,
+                calling_ae=incoming.calling_ae,
+            )
+            return StoreOutcome.TOO_LARGE
+        try:
+            check_complete(str(incoming.path))
+        except Truncated as exc:
+            log.warning(
+                "instance refused", reason=f"truncated: {exc}", calling_ae=incoming.calling_ae
+            )
+            return StoreOutcome.TRUNCATED
+        except OSError:
+            return StoreOutcome.NOT_DICOM
+        return None
+
     def _commit(self, record: InstanceRecord) -> StoreOutcome:
         now = self._clock()
         with self._lock:
@@ -210,6 +238,14 @@ class ListenerService:
                 self._aggregator.restore(self._journal.study_records(study_uid), now)
                 log.info("study re-opened by a late instance", study_uid=study_uid)
             self._aggregator.add(record, now)
+        log.debug(
+            "instance stored",
+            study_uid=record.study_uid,
+            sop_instance_uid=record.sop_instance_uid,
+            patient_id=record.patient_id,
+            patient_name=record.patient_name,
+            patient_birth_date=record.patient_birth_date,
+        )
         return StoreOutcome.STORED
 
     # -- completion loop -----------------------------------------------------------------------

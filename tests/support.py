@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -328,8 +329,11 @@ class TcpProxy:
     touching the broker other tests use.
     """
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._target = (target_host, target_port)
+        self._tls = tls  # when set, clients speak TLS to the proxy, which forwards plain bytes
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._open: list[socket.socket] = []
@@ -348,7 +352,12 @@ class TcpProxy:
                 client.close()
                 continue
             try:
+                if self._tls is not None:
+                    client.settimeout(5)
+                    client = self._tls.wrap_socket(client, server_side=True)
+                    client.settimeout(None)
                 upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
             except OSError:
                 client.close()
                 continue

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from listener.cli import main
-from listener.config import ConfigError, describe, load_settings, mask_url
+from listener.config import ConfigError, describe, load_settings, mask_url, setting_value
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "listener.example.toml"
 
@@ -131,11 +131,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
 
     for key, default, doc in describe():
         assert f"# {doc}\n{key.rsplit('.', 1)[1]} = " in text, key
-        section, _, name = key.rpartition(".")
-        value = loaded.settings
-        for part in section.split("."):
-            value = getattr(value, part)
-        assert getattr(value, name) == default, key
+        assert setting_value(loaded.settings, key) == default, key
 
 
 def test_passwords_are_masked_in_urls() -> None:

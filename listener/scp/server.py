@@ -1,9 +1,8 @@
-"""The DICOM boundary: a pynetdicom AE answering C-ECHO and C-STORE; the only pynetdicom importer.
+"""The Storage SCP: a pynetdicom AE answering C-ECHO and C-STORE.
 
 Received datasets are streamed by pynetdicom into a spool file (never held in memory); the handler
 passes that file to an :class:`InstanceSink` and turns its :class:`StoreOutcome` into a C-STORE
-status. Storage SOP classes and transfer syntaxes come from pydicom's UID dictionary, so every
-class and syntax pydicom knows, retired ones and compressed ones included, is accepted as sent.
+status. Connections reach pynetdicom only through :class:`GuardedServer` (TLS, deadlines, caps).
 """
 
 from __future__ import annotations
@@ -17,62 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydicom._uid_dict import UID_dictionary  # pydicom's table of every UID it knows
-from pynetdicom import AE, _config, evt, sop_class
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.transport import ThreadedAssociationServer
 
 from listener.config import DicomSettings
 from listener.logging import get_logger
 from listener.metrics import Metrics
 from listener.model import StoreOutcome
+from listener.scp.contexts import (
+    STATUS_FOR_OUTCOME,
+    VERIFICATION,
+    storage_sop_classes,
+    transfer_syntaxes,
+)
+from listener.scp.guard import GuardedServer, PeerRules, server_tls_context
 
 log = get_logger("listener.scp")
-
-VERIFICATION = "1.2.840.10008.1.1"
-# Storage-named SOP classes that are not stored instances.
-_NOT_STORAGE = {
-    "1.2.840.10008.1.3.10",  # Media Storage Directory Storage (DICOMDIR)
-    "1.2.840.10008.1.20.1",  # Storage Commitment Push Model
-    "1.2.840.10008.1.20.2",  # Storage Commitment Pull Model (retired)
-}
-# Transfer syntaxes that are file encodings, not network encodings.
-_NOT_NETWORK = {"1.2.840.10008.1.2.6.1", "1.2.840.10008.1.2.6.2"}  # RFC 2557 MIME, XML
-
-# C-STORE statuses (PS3.4 Annex B.2.3); docs/conformance lists them for integrators.
-STATUS_FOR_OUTCOME = {
-    StoreOutcome.STORED: 0x0000,
-    StoreOutcome.DUPLICATE: 0x0000,
-    StoreOutcome.OUT_OF_RESOURCES: 0xA700,  # Refused: Out of Resources
-    StoreOutcome.MISSING_UID: 0xA900,  # Error: Data Set does not match SOP Class
-    StoreOutcome.INVALID_UID: 0xA901,  # Error: Data Set does not match SOP Class (bad UID)
-    StoreOutcome.MISMATCH: 0xA902,  # Error: Data Set's SOP Class/Instance differ from the request
-    StoreOutcome.NOT_DICOM: 0xC000,  # Error: Cannot understand
-    StoreOutcome.FAILED: 0x0110,  # Processing failure
-}
-
-
-def storage_sop_classes() -> list[str]:
-    """Every storage SOP class pydicom or pynetdicom knows, retired ones included, sorted."""
-    from_pydicom = {
-        uid
-        for uid, (name, kind, *_rest) in UID_dictionary.items()
-        if kind == "SOP Class" and "Storage" in name
-    }
-    known = from_pydicom | set(sop_class._STORAGE_CLASSES.values())
-    return sorted(known - _NOT_STORAGE)
-
-
-def transfer_syntaxes() -> list[str]:
-    """Every network transfer syntax pydicom knows, uncompressed first, compressed ones included."""
-    uncompressed = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"]
-    others = sorted(
-        uid
-        for uid, (_name, kind, *_rest) in UID_dictionary.items()
-        if kind == "Transfer Syntax" and uid not in _NOT_NETWORK and uid not in uncompressed
-    )
-    return uncompressed + others
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +70,8 @@ class DicomServer:
         self._sink = sink
         self._spool_dir = spool_dir
         self._metrics = metrics
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedServer | None = None
+        self._peer_rules = PeerRules(settings.peer_addresses)
         # Keyed by the association itself, so an association that vanishes leaves nothing behind.
         self._stats: weakref.WeakKeyDictionary[Association, _AssociationStats] = (
             weakref.WeakKeyDictionary()
@@ -125,23 +86,39 @@ class DicomServer:
         tempfile.tempdir = str(self._spool_dir)
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"
-        ae = _build_ae(self._settings, storage_sop_classes(), transfer_syntaxes())
+        settings = self._settings
+        ae = _build_ae(settings, storage_sop_classes(), transfer_syntaxes())
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_c_store),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_ended, ["released"]),
             (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
-        self._server = ae.start_server(
-            (self._settings.host, self._settings.port), block=False, evt_handlers=handlers
+        tls = server_tls_context(settings.tls)
+        server = ae.make_server(
+            (settings.host, settings.port), evt_handlers=handlers, server_class=GuardedServer
         )
+        assert isinstance(server, GuardedServer)
+        server.guard(
+            tls=tls,
+            first_bytes_timeout=settings.acse_timeout_seconds,
+            idle_timeout=settings.idle_timeout_seconds,
+            max_pending=settings.max_pending_connections,
+            max_pdu_size=settings.max_pdu_size,
+            on_refused=self._on_connection_refused,
+        )
+        threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
+        self._server = server
         self._metrics.associations_active.set_function(lambda: self.active_associations)
         log.info(
             "dicom listening",
-            ae_title=self._settings.ae_title,
-            host=self._settings.host,
-            port=self._settings.port,
+            ae_title=settings.ae_title,
+            host=settings.host,
+            port=settings.port,
+            tls=tls is not None,
+            client_certificates=bool(settings.tls.ca_file),
         )
 
     @property
@@ -186,6 +163,20 @@ class DicomServer:
         self._metrics.instances_received.labels(outcome.value).inc()
         return STATUS_FOR_OUTCOME[outcome]
 
+    def _on_requested(self, event: evt.Event) -> None:
+        """Apply the per-AE address rules, which pynetdicom does not know."""
+        association = event.assoc
+        calling_ae = _calling_ae(association)
+        if not self._peer_rules.allows(calling_ae, association.requestor.address):
+            # Permanent, by the service user: calling AE title not recognised (from there).
+            association.acse.send_reject(0x01, 0x01, 0x03)
+            evt.trigger(association, evt.EVT_REJECTED, {})
+            association.kill()
+
+    def _on_connection_refused(self, reason: str, peer: str) -> None:
+        self._metrics.connections_refused.labels(reason.split(":", maxsplit=1)[0]).inc()
+        log.warning("connection refused before association", reason=reason, peer=peer)
+
     def _on_accepted(self, event: evt.Event) -> None:
         self._metrics.associations.labels("accepted").inc()
         requestor = event.assoc.requestor
@@ -214,35 +205,30 @@ class DicomServer:
     def _on_rejected(self, event: evt.Event) -> None:
         self._metrics.associations.labels("rejected").inc()
         requestor = event.assoc.requestor
+        rejection = event.assoc.acceptor.primitive
         log.warning(
             "association rejected",
-            calling_ae=requestor.ae_title,
+            reason=rejection.reason_str if rejection is not None else "",
+            calling_ae=_calling_ae(event.assoc),
             called_ae=requestor.primitive.called_ae_title if requestor.primitive else "",
             peer=f"{requestor.address}:{requestor.port}",
         )
 
 
-def verify(host: str, port: int, *, called_ae: str, calling_ae: str, timeout: float) -> int:
-    """Send one C-ECHO; return its status (0x0000 = success) or raise ConnectionError."""
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(VERIFICATION)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    association = ae.associate(host, port, ae_title=called_ae)
-    if not association.is_established:
-        raise ConnectionError(f"no association with {called_ae}@{host}:{port}")
-    try:
-        status = association.send_c_echo()
-    finally:
-        association.release()
-    if not status or "Status" not in status:
-        raise ConnectionError("no C-ECHO response")
-    return int(status.Status)
+def _calling_ae(association: Association) -> str:
+    """The calling AE title as requested (set before pynetdicom fills in ``ae_title``)."""
+    primitive = association.requestor.primitive
+    return str(primitive.calling_ae_title).strip() if primitive is not None else ""
 
 
 def _build_ae(settings: DicomSettings, sop_classes: Iterable[str], syntaxes: list[str]) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
     ae.require_called_aet = settings.require_called_ae_title
+    ae.maximum_pdu_size = settings.max_pdu_size
+    ae.acse_timeout = settings.acse_timeout_seconds
+    ae.dimse_timeout = settings.dimse_timeout_seconds
+    ae.network_timeout = settings.idle_timeout_seconds
     if settings.allowed_calling_ae_titles:
         ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
     ae.add_supported_context(VERIFICATION, syntaxes)

@@ -1,0 +1,21 @@
+"""The DICOM boundary; the only package that imports pynetdicom.
+
+``server`` runs the Storage SCP, ``guard`` vets connections (TLS, deadlines, address rules),
+``contexts`` says what is accepted and which statuses are answered, ``verify`` is the C-ECHO SCU.
+"""
+
+from listener.scp.contexts import STATUS_FOR_OUTCOME, storage_sop_classes, transfer_syntaxes
+from listener.scp.guard import client_tls_context
+from listener.scp.server import DicomServer, IncomingInstance, InstanceSink
+from listener.scp.verify import verify
+
+__all__ = [
+    "STATUS_FOR_OUTCOME",
+    "DicomServer",
+    "IncomingInstance",
+    "InstanceSink",
+    "client_tls_context",
+    "storage_sop_classes",
+    "transfer_syntaxes",
+    "verify",
+]

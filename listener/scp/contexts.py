@@ -1,0 +1,54 @@
+"""What the SCP accepts: storage SOP classes, transfer syntaxes, and the statuses it answers."""
+
+from __future__ import annotations
+
+from pydicom._uid_dict import UID_dictionary  # pydicom's table of every UID it knows
+from pynetdicom import sop_class
+
+from listener.model import StoreOutcome
+
+VERIFICATION = "1.2.840.10008.1.1"
+# Storage-named SOP classes that are not stored instances.
+_NOT_STORAGE = {
+    "1.2.840.10008.1.3.10",  # Media Storage Directory Storage (DICOMDIR)
+    "1.2.840.10008.1.20.1",  # Storage Commitment Push Model
+    "1.2.840.10008.1.20.2",  # Storage Commitment Pull Model (retired)
+}
+# Transfer syntaxes that are file encodings, not network encodings.
+_NOT_NETWORK = {"1.2.840.10008.1.2.6.1", "1.2.840.10008.1.2.6.2"}  # RFC 2557 MIME, XML
+
+# C-STORE statuses (PS3.4 Annex B.2.3); docs/conformance-statement.md lists them for integrators.
+STATUS_FOR_OUTCOME = {
+    StoreOutcome.STORED: 0x0000,
+    StoreOutcome.DUPLICATE: 0x0000,
+    StoreOutcome.OUT_OF_RESOURCES: 0xA700,  # Refused: Out of Resources
+    StoreOutcome.TOO_LARGE: 0xA701,  # Refused: Out of Resources (over dicom.max_instance_mb)
+    StoreOutcome.MISSING_UID: 0xA900,  # Error: Data Set does not match SOP Class
+    StoreOutcome.INVALID_UID: 0xA901,  # Error: Data Set does not match SOP Class (bad UID)
+    StoreOutcome.MISMATCH: 0xA902,  # Error: the SOP Class/Instance differ from the request
+    StoreOutcome.NOT_DICOM: 0xC000,  # Error: Cannot understand
+    StoreOutcome.TRUNCATED: 0xC001,  # Error: Cannot understand (dataset ends early)
+    StoreOutcome.FAILED: 0x0110,  # Processing failure
+}
+
+
+def storage_sop_classes() -> list[str]:
+    """Every storage SOP class pydicom or pynetdicom knows, retired ones included, sorted."""
+    from_pydicom = {
+        uid
+        for uid, (name, kind, *_rest) in UID_dictionary.items()
+        if kind == "SOP Class" and "Storage" in name
+    }
+    known = from_pydicom | set(sop_class._STORAGE_CLASSES.values())
+    return sorted(known - _NOT_STORAGE)
+
+
+def transfer_syntaxes() -> list[str]:
+    """Every network transfer syntax pydicom knows, uncompressed first, compressed ones included."""
+    uncompressed = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"]
+    others = sorted(
+        uid
+        for uid, (_name, kind, *_rest) in UID_dictionary.items()
+        if kind == "Transfer Syntax" and uid not in _NOT_NETWORK and uid not in uncompressed
+    )
+    return uncompressed + others
