@@ -1,0 +1,1 @@
+"""Benchmarks of the listener against DCMTK's storescp and a bare pynetdicom SCP."""
