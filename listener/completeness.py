@@ -7,8 +7,9 @@ and encapsulated fragments included, and reports a file that ends before its str
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
-from typing import BinaryIO
 
 _META_GROUP = 0x0002
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -41,42 +42,49 @@ class Truncated(Exception):
 
 
 class _Walker:
-    def __init__(self, stream: BinaryIO, size: int, *, implicit: bool, little: bool) -> None:
-        self._stream, self._size = stream, size
+    """Follows element headers through a memory-mapped file by offset; values are never read."""
+
+    def __init__(self, data: mmap.mmap, *, implicit: bool, little: bool) -> None:
+        self._data = data
+        self._size = len(data)
         self._implicit = implicit
         self._order = "<" if little else ">"
+        self.offset = 0
 
-    def _read(self, count: int) -> bytes:
-        data = self._stream.read(count)
-        if len(data) != count:
+    def _unpack(self, fmt: str, count: int) -> tuple[int, ...]:
+        if self.offset + count > self._size:
             raise Truncated("file ends inside an element header")
-        return data
+        values = struct.unpack_from(self._order + fmt, self._data, self.offset)
+        self.offset += count
+        return values
 
     def _skip(self, length: int, end: int) -> None:
-        target = self._stream.tell() + length
-        if target > end:
+        if self.offset + length > end:
             raise Truncated("a value runs past the end of its container")
-        self._stream.seek(target)
+        self.offset += length
 
     def _tag(self) -> int:
-        group, element = struct.unpack(self._order + "HH", self._read(4))
+        group, element = self._unpack("HH", 4)
         return int(group << 16 | element)
 
     def elements(self, end: int, depth: int = 0, *, until_item_end: bool = False) -> None:
         """Walk elements up to ``end`` (or an item delimiter when ``until_item_end``)."""
         if depth > _MAX_DEPTH:
             raise Truncated("sequences nested too deep")
-        while self._stream.tell() < end:
+        while self.offset < end:
             tag = self._tag()
             if tag == _ITEM_END and until_item_end:
-                self._read(4)
+                self._unpack("I", 4)
                 return
             vr, length = self._length(tag)
             if length != _UNDEFINED:
                 self._skip(length, end)
             elif vr == b"UN" and not self._implicit:
                 # PS3.5 6.2.2: an undefined-length UN holds implicit VR little endian items.
-                _Walker(self._stream, self._size, implicit=True, little=True).items(end, depth + 1)
+                inner = _Walker(self._data, implicit=True, little=True)
+                inner.offset = self.offset
+                inner.items(end, depth + 1)
+                self.offset = inner.offset
             else:
                 self.items(end, depth + 1)
         if until_item_end:
@@ -85,10 +93,10 @@ class _Walker:
     def items(self, end: int, depth: int) -> None:
         """Walk items (sequence items or encapsulated fragments) up to the sequence delimiter."""
         while True:
-            if self._stream.tell() >= end:
+            if self.offset >= end:
                 raise Truncated("sequence without its delimiter")
             tag = self._tag()
-            length = struct.unpack(self._order + "I", self._read(4))[0]
+            (length,) = self._unpack("I", 4)
             if tag == _SEQUENCE_END:
                 return
             if tag != _ITEM:
@@ -101,16 +109,18 @@ class _Walker:
     def _length(self, tag: int) -> tuple[bytes, int]:
         """The element's VR (b"" when implicit) and value length."""
         if self._implicit or tag >> 16 == 0xFFFE:
-            return b"", int(struct.unpack(self._order + "I", self._read(4))[0])
-        vr = self._read(2)
+            return b"", self._unpack("I", 4)[0]
+        if self.offset + 2 > self._size:
+            raise Truncated("file ends inside an element header")
+        vr = bytes(self._data[self.offset : self.offset + 2])
         if not vr.isalpha() or not vr.isupper():
             # Explicit VR announced, implicit VR found (some writers do this; pydicom copes too).
-            self._stream.seek(-2, 1)
-            return b"", int(struct.unpack(self._order + "I", self._read(4))[0])
+            return b"", self._unpack("I", 4)[0]
+        self.offset += 2
         if vr in _LONG_VRS:
-            self._read(2)
-            return vr, int(struct.unpack(self._order + "I", self._read(4))[0])
-        return vr, int(struct.unpack(self._order + "H", self._read(2))[0])
+            self.offset += 2
+            return vr, self._unpack("I", 4)[0]
+        return vr, self._unpack("H", 2)[0]
 
 
 def check_complete(path: str) -> None:
@@ -120,34 +130,33 @@ def check_complete(path: str) -> None:
     checked: pynetdicom always writes a File Meta header, naming the negotiated syntax.
     """
     with open(path, "rb") as stream:
-        stream.seek(0, 2)
-        size = stream.tell()
-        stream.seek(128)
-        if stream.read(4) != b"DICM":
-            return
-        syntax = _meta_transfer_syntax(stream, size)
-        if syntax == _DEFLATED:
-            return
-        walker = _Walker(
-            stream, size, implicit=syntax == _IMPLICIT_LE, little=syntax != _EXPLICIT_BE
-        )
-        walker.elements(size)
+        size = os.fstat(stream.fileno()).st_size
+        if size < 132:
+            raise Truncated("shorter than a DICOM file header")
+        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[128:132] != b"DICM":
+                return
+            meta = _Walker(data, implicit=False, little=True)
+            meta.offset = 132
+            syntax = _meta_transfer_syntax(meta, data)
+            if syntax == _DEFLATED:
+                return
+            walker = _Walker(data, implicit=syntax == _IMPLICIT_LE, little=syntax != _EXPLICIT_BE)
+            walker.offset = meta.offset
+            walker.elements(size)
 
 
-def _meta_transfer_syntax(stream: BinaryIO, size: int) -> str:
-    """Read the File Meta group (explicit VR little endian), leaving the stream at the dataset."""
-    walker = _Walker(stream, size, implicit=False, little=True)
+def _meta_transfer_syntax(walker: _Walker, data: mmap.mmap) -> str:
+    """Read the File Meta group (explicit VR little endian), leaving ``walker`` at the dataset."""
     syntax = _IMPLICIT_LE
-    while stream.tell() < size:
-        start = stream.tell()
-        group = struct.unpack("<H", walker._read(2))[0]
-        stream.seek(start)
+    while walker.offset + 2 <= len(data):
+        (group,) = struct.unpack_from("<H", data, walker.offset)
         if group != _META_GROUP:
             break
         tag = walker._tag()
         _vr, length = walker._length(tag)
         if tag == 0x00020010:
-            syntax = walker._read(length).decode("ascii", "replace").strip("\x00 ")
-        else:
-            walker._skip(length, size)
+            value = bytes(data[walker.offset : walker.offset + length])
+            syntax = value.decode("ascii", "replace").strip("\x00 ")
+        walker._skip(length, len(data))
     return syntax

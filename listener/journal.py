@@ -1,6 +1,8 @@
 """The durable record of what we acknowledged: instances, study state and the outbox (SQLite, WAL).
 
-Every write is one transaction committed with ``synchronous=FULL``, so once a method returns its
+Every write is one transaction; its WAL frames are fsynced before the method returns (except
+:meth:`Journal.add_instance`, whose caller calls :meth:`Journal.make_durable` outside its own
+locks, so that concurrent associations share one fsync: group commit). Once durable, its
 effect survives a crash or power cut. The in-memory aggregator is only a cache of this journal.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -76,6 +79,7 @@ class AddResult:
 
     change: Change
     reopened: tuple[str, ...] = ()
+    sequence: int = 0  # pass to make_durable() before acknowledging
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +123,10 @@ class JournalStore(Protocol):
     """What the service needs from durable storage; :class:`Journal` documents each method."""
 
     def add_instance(self, record: InstanceRecord, received_at: float) -> AddResult:
-        """Durably record an instance."""
+        """Record an instance (durable once make_durable(result.sequence) returns)."""
+
+    def make_durable(self, sequence: int) -> None:
+        """Wait until a commit is on stable storage."""
 
     def study(self, study_uid: str) -> StudyRow | None:
         """One study's durable state."""
@@ -166,6 +173,12 @@ class JournalStore(Protocol):
         """Release the store."""
 
 
+@dataclass
+class _Transaction:
+    db: sqlite3.Connection
+    sequence: int = 0
+
+
 class Journal:
     """SQLite implementation of :class:`JournalStore`; safe to share between threads."""
 
@@ -176,7 +189,13 @@ class Journal:
         # Another process (the CLI's republish) may write at the same time: wait, do not fail.
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # NORMAL: SQLite does not fsync at commit; make_durable() fsyncs the WAL, which makes
+        # every commit written before it durable (WAL frames are replayed in order).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._wal_path = Path(f"{path}-wal")
+        self._wal_fd: int | None = None
+        self._committed = self._synced = 0
+        self._sync_lock = threading.Lock()
         self._db.execute("PRAGMA foreign_keys=ON")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -187,12 +206,17 @@ class Journal:
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE ... COMMIT``; on failure rolled back and raised as JournalError."""
+    def _transaction(self, *, durable: bool = True) -> Iterator[_Transaction]:
+        """One ``BEGIN IMMEDIATE ... COMMIT``; on failure rolled back and raised as JournalError.
+
+        With ``durable`` the commit is fsynced before the block's caller continues; otherwise
+        the caller passes ``transaction.sequence`` to :meth:`make_durable` when it needs to.
+        """
+        transaction = _Transaction(self._db)
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
+                yield transaction
                 self._db.execute("COMMIT")
             except BaseException as exc:
                 if self._db.in_transaction:
@@ -201,17 +225,40 @@ class Journal:
                     full = exc.sqlite_errorcode == sqlite3.SQLITE_FULL
                     raise JournalError(f"journal write failed: {exc}", full=full) from exc
                 raise
+            self._committed += 1
+            transaction.sequence = self._committed
+        if durable:
+            self.make_durable(transaction.sequence)
+
+    def make_durable(self, sequence: int) -> None:
+        """Return once commit number ``sequence`` (and every earlier one) is on stable storage."""
+        with self._sync_lock:
+            if self._synced >= sequence:
+                return  # another thread's fsync already covered it
+            with self._lock:
+                target = self._committed
+            try:
+                if self._wal_fd is None:
+                    self._wal_fd = os.open(self._wal_path, os.O_RDONLY)
+                os.fsync(self._wal_fd)
+            except OSError as exc:
+                raise JournalError(f"journal sync failed: {exc}", full=exc.errno == 28) from exc
+            self._synced = target
 
     def add_instance(self, record: InstanceRecord, received_at: float) -> AddResult:
-        """Durably record ``record``; an identical re-send changes nothing."""
+        """Record ``record``; an identical re-send changes nothing.
+
+        Not yet durable on return: call :meth:`make_durable` with the result's sequence.
+        """
         encoded = json.dumps(record.to_json(), sort_keys=True)
-        with self._transaction() as db:
+        with self._transaction(durable=False) as transaction:
+            db = transaction.db
             row = db.execute(
                 "SELECT study_uid, record FROM instances WHERE sop_instance_uid = ?",
                 (record.sop_instance_uid,),
             ).fetchone()
             if row is not None and row[1] == encoded:
-                return AddResult(Change.DUPLICATE)
+                return AddResult(Change.DUPLICATE)  # nothing written: nothing to make durable
             db.execute(
                 "INSERT OR REPLACE INTO instances"
                 " (sop_instance_uid, study_uid, record, received_at) VALUES (?, ?, ?, ?)",
@@ -221,7 +268,8 @@ class Journal:
             if row is not None and row[0] != record.study_uid:
                 touched.append(row[0])
             reopened = tuple(uid for uid in touched if self._mark_pending(db, uid, received_at))
-        return AddResult(Change.NEW if row is None else Change.CHANGED, reopened)
+        change = Change.NEW if row is None else Change.CHANGED
+        return AddResult(change, reopened, transaction.sequence)
 
     @staticmethod
     def _mark_pending(db: sqlite3.Connection, study_uid: str, received_at: float) -> bool:
@@ -271,7 +319,8 @@ class Journal:
 
         ``message`` is None when the content did not change since the last published version.
         """
-        with self._transaction() as db:
+        with self._transaction() as transaction:
+            db = transaction.db
             version = message.version if message else None
             db.execute(
                 "UPDATE studies SET state = 'published', digest = ?, finished_at = ?,"
@@ -302,7 +351,8 @@ class Journal:
         The check and the write are one transaction, so a study the running listener re-opened
         meanwhile is left to the listener.
         """
-        with self._transaction() as db:
+        with self._transaction() as transaction:
+            db = transaction.db
             updated = db.execute(
                 "UPDATE studies SET version = ? WHERE study_uid = ? AND state = 'published'"
                 " AND version = ? - 1",
@@ -325,7 +375,8 @@ class Journal:
 
     def mark_files_removed(self, study_uid: str) -> None:
         """Record that a published study's instance files were deleted."""
-        with self._transaction() as db:
+        with self._transaction() as transaction:
+            db = transaction.db
             db.execute("UPDATE studies SET files_removed = 1 WHERE study_uid = ?", (study_uid,))
 
     def prune_study(self, study_uid: str) -> None:
@@ -334,7 +385,8 @@ class Journal:
         A later instance re-opens it as a study holding only what arrives from then on, published
         as the next version (so message ids never repeat).
         """
-        with self._transaction() as db:
+        with self._transaction() as transaction:
+            db = transaction.db
             pruned = db.execute(
                 "UPDATE studies SET state = 'pruned', digest = NULL, files_removed = 1"
                 " WHERE study_uid = ? AND state = 'published'",
@@ -369,13 +421,14 @@ class Journal:
 
     def remove_outbox(self, message_id: int) -> None:
         """Forget a message the broker has confirmed."""
-        with self._transaction() as db:
+        with self._transaction() as transaction:
+            db = transaction.db
             db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
 
     def writable(self) -> bool:
         """True when a write transaction can be opened right now (for /readyz)."""
         try:
-            with self._transaction():
+            with self._transaction(durable=False):
                 pass
         except JournalError:
             return False
@@ -399,3 +452,6 @@ class Journal:
         """Close the database (checkpointing the WAL)."""
         with self._lock:
             self._db.close()
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None

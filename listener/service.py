@@ -228,16 +228,21 @@ class ListenerService:
 
     def _commit(self, record: InstanceRecord) -> StoreOutcome:
         now = self._clock()
+        started = time.perf_counter()
         with self._lock:
-            with self.metrics.journal_commit_seconds.time():
-                result = self._journal.add_instance(record, now)
-            self.metrics.bytes_received.inc(record.size)
-            if result.change is Change.DUPLICATE:
-                return StoreOutcome.DUPLICATE
-            for study_uid in result.reopened:
-                self._aggregator.restore(self._journal.study_records(study_uid), now)
-                log.info("study re-opened by a late instance", study_uid=study_uid)
-            self._aggregator.add(record, now)
+            result = self._journal.add_instance(record, now)
+            if result.change is not Change.DUPLICATE:
+                for study_uid in result.reopened:
+                    self._aggregator.restore(self._journal.study_records(study_uid), now)
+                    log.info("study re-opened by a late instance", study_uid=study_uid)
+                self._aggregator.add(record, now)
+        # Outside the service lock, so concurrent associations share one fsync (group commit);
+        # the sender hears success only after it.
+        self._journal.make_durable(result.sequence)
+        self.metrics.journal_commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.bytes_received.inc(record.size)
+        if result.change is Change.DUPLICATE:
+            return StoreOutcome.DUPLICATE
         log.debug(
             "instance stored",
             study_uid=record.study_uid,
