@@ -1,5 +1,12 @@
 """Study state built incrementally from instance records; decides when a study is finished.
 
+A study is finished (due) when the first of these holds (docs/completion.md):
+
+- ``mpps-completed``: a completed MPPS listed its instances and all of them are here;
+- ``quiet-period``: ``quiet_period`` seconds passed without a new instance (with a completed
+  MPPS still missing instances, not before its grace period ends either);
+- ``max-age``: ``max_age`` seconds passed since the study's first instance (0 = never).
+
 Pure: the caller passes the current time, so tests drive it with a fake clock and recovery can
 replay journal records with their original arrival times.
 """
@@ -11,11 +18,19 @@ from dataclasses import dataclass, field
 
 from listener.model import InstanceRecord, SeriesState, StudyState
 
+MPPS_COMPLETED, QUIET_PERIOD, MAX_AGE = "mpps-completed", "quiet-period", "max-age"
+
 
 @dataclass
 class _PendingStudy:
     last_arrival: float
+    first_arrival: float
     series: dict[str, dict[str, InstanceRecord]] = field(default_factory=dict)
+    expected: frozenset[str] = frozenset()
+    expected_until: float = 0.0
+
+    def present(self) -> set[str]:
+        return {uid for instances in self.series.values() for uid in instances}
 
 
 def _instance_order(record: InstanceRecord) -> tuple[bool, int, str]:
@@ -35,8 +50,9 @@ class Aggregator:
     a study is due once ``quiet_period`` seconds have passed since its last new instance.
     """
 
-    def __init__(self, *, quiet_period: float) -> None:
+    def __init__(self, *, quiet_period: float, max_age: float = 0.0) -> None:
         self._quiet_period = quiet_period
+        self._max_age = max_age
         self._studies: dict[str, _PendingStudy] = {}
         self._study_of_instance: dict[str, str] = {}
 
@@ -49,8 +65,11 @@ class Aggregator:
             if known == record:
                 return False
             self.discard_instance(record.sop_instance_uid)
-        study = self._studies.setdefault(record.study_uid, _PendingStudy(last_arrival=now))
+        study = self._studies.setdefault(
+            record.study_uid, _PendingStudy(last_arrival=now, first_arrival=now)
+        )
         study.last_arrival = max(study.last_arrival, now)
+        study.first_arrival = min(study.first_arrival, now)
         study.series.setdefault(record.series_uid, {})[record.sop_instance_uid] = record
         self._study_of_instance[record.sop_instance_uid] = record.study_uid
         return True
@@ -78,20 +97,44 @@ class Aggregator:
     def __len__(self) -> int:
         return len(self._studies)
 
-    def due(self, now: float) -> list[str]:
-        """StudyInstanceUIDs whose quiet period has elapsed, oldest last arrival first."""
-        ready = [
-            (study.last_arrival, uid)
-            for uid, study in self._studies.items()
-            if now - study.last_arrival >= self._quiet_period
-        ]
-        return [uid for _, uid in sorted(ready)]
+    def expect(self, study_uid: str, sop_instance_uids: Iterable[str], *, until: float) -> None:
+        """A completed MPPS lists the study's instances; wait for missing ones until ``until``.
+
+        Only for a study that has instances here; the caller handles a study with none.
+        """
+        study = self._studies[study_uid]
+        study.expected = study.expected | frozenset(sop_instance_uids)
+        study.expected_until = max(study.expected_until, until)
+
+    def missing(self, study_uid: str) -> frozenset[str]:
+        """Instances a completed MPPS listed that have not arrived."""
+        study = self._studies[study_uid]
+        return study.expected - study.present()
+
+    def _due_at(self, study: _PendingStudy) -> tuple[float, str]:
+        """When the study becomes due, and why."""
+        if study.expected and study.expected <= study.present():
+            return study.last_arrival, MPPS_COMPLETED
+        quiet = study.last_arrival + self._quiet_period
+        candidates = [(max(quiet, study.expected_until), QUIET_PERIOD)]
+        if self._max_age:
+            candidates.append((study.first_arrival + self._max_age, MAX_AGE))
+        return min(candidates)
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """(StudyInstanceUID, reason) of every due study, the longest due first."""
+        ready = []
+        for uid, study in self._studies.items():
+            at, reason = self._due_at(study)
+            if now >= at:
+                ready.append((at, uid, reason))
+        return [(uid, reason) for _, uid, reason in sorted(ready)]
 
     def next_due_at(self) -> float | None:
         """When the next study becomes due, or None when nothing is pending."""
         if not self._studies:
             return None
-        return min(study.last_arrival for study in self._studies.values()) + self._quiet_period
+        return min(self._due_at(study)[0] for study in self._studies.values())
 
     def snapshot(self, study_uid: str) -> StudyState:
         """The study's current state in canonical order."""

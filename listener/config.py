@@ -31,8 +31,10 @@ class ConfigError(ValueError):
 
 def _setting(default: Any, doc: str, check: Check | None = None) -> Any:
     """Declare a setting with its default, its one-line documentation and an optional check."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"doc": doc, "check": check})
+    if isinstance(default, list | dict):
+        return field(
+            default_factory=lambda: type(default)(default), metadata={"doc": doc, "check": check}
+        )
     return field(default=default, metadata={"doc": doc, "check": check})
 
 
@@ -73,6 +75,14 @@ def _file(value: str) -> str | None:
     if not value or Path(value).is_file():
         return None
     return f"must name a readable file, got {value!r}"
+
+
+def _remote_aes(table: dict[str, str]) -> str | None:
+    for title, address in table.items():
+        host, _, port = address.rpartition(":")
+        if _ae_title(title) or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f'must map AE titles to "host:port", got {title!r} = {address!r}'
+    return None
 
 
 def _peer_rules(values: list[str]) -> str | None:
@@ -170,6 +180,11 @@ class DicomSettings:
         "Connections still negotiating (TLS, association request) at once; more are closed.",
         _positive,
     )
+    remote_aes: dict[str, str] = _setting(
+        {},
+        'Peers we connect to (storage commitment reports): AE title = "host:port".',
+        _remote_aes,
+    )
     tls: DicomTlsSettings = field(default_factory=DicomTlsSettings)
 
 
@@ -179,6 +194,22 @@ class AggregatorSettings:
 
     quiet_period_seconds: float = _setting(
         30.0, "A study is finished after this many seconds without a new instance.", _positive
+    )
+    mpps_grace_seconds: float = _setting(
+        0.0,
+        "After an MPPS COMPLETED listing missing instances, wait this long; 0 = the quiet period.",
+        _not_negative,
+    )
+    max_study_age_seconds: float = _setting(
+        0.0,
+        "Publish a study this long after its first instance even if more keep coming; 0 = never.",
+        _not_negative,
+    )
+    publish_registered: bool = _setting(
+        False, "Publish a registered ImagingStudy when an MPPS starts (IN PROGRESS)."
+    )
+    cancel_discontinued: bool = _setting(
+        True, "Publish a cancelled ImagingStudy for an MPPS DISCONTINUED before any instance."
     )
 
 
@@ -421,6 +452,8 @@ def _coerce(key: str, hint: Any, raw: Any, *, from_env: bool) -> Any:
         return _choice(key, typing.get_args(hint), raw)
     if typing.get_origin(hint) is list:
         return _string_list(key, raw, from_env=from_env)
+    if typing.get_origin(hint) is dict:
+        return _string_table(key, raw, from_env=from_env)
     if hint is bool:
         return _boolean(key, raw, from_env=from_env)
     if hint is int or hint is float:
@@ -445,6 +478,19 @@ def _string_list(key: str, raw: Any, *, from_env: bool) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
         raise ConfigError(f"{key}: must be a list of strings")
     return list(raw)
+
+
+def _string_table(key: str, raw: Any, *, from_env: bool) -> dict[str, str]:
+    if from_env:
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f'{key}: must be a JSON object, e.g. \'{{"CT1": "10.0.0.5:104"}}\''
+            ) from None
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError(f"{key}: must be a table of strings")
+    return {str(k): v for k, v in raw.items()}
 
 
 def _boolean(key: str, raw: Any, *, from_env: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from listener import fhir
 from listener.config import Settings
@@ -11,6 +12,15 @@ from listener.logging import get_logger
 from listener.model import StudyState
 
 log = get_logger("listener.finisher")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """Why and how a study version is published."""
+
+    reason: str = "quiet-period"
+    status: str = "available"
+    missing: frozenset[str] = frozenset()
 
 
 def fhir_options(settings: Settings) -> fhir.FhirOptions:
@@ -38,14 +48,17 @@ class StudyFinisher:
         self._journal = journal
         self._options = options
 
-    def finish(self, state: StudyState, now: float) -> OutboxMessage | None:
+    def finish(
+        self, state: StudyState, now: float, *, completion: Completion | None = None
+    ) -> OutboxMessage | None:
         """Publish ``state`` as the study's next version; None when its content did not change.
 
         The digest covers the resource without ``meta``, so re-finishing identical content (a
         re-opened study that gained nothing new) does not create a version.
         """
         row = self._journal.study(state.study_uid)
-        message, digest = self._message(state, (row.version if row else 0) + 1, now)
+        completion = completion or Completion()
+        message, digest = self._message(state, (row.version if row else 0) + 1, now, completion)
         if row is not None and row.digest == digest:
             self._journal.finish_study(
                 state.study_uid, digest=digest, message=None, finished_at=now
@@ -59,12 +72,16 @@ class StudyFinisher:
         row = self._journal.study(state.study_uid)
         if row is None or row.state != "published":
             return None
-        message, _digest = self._message(state, row.version + 1, now)
+        message, _digest = self._message(state, row.version + 1, now, Completion("republished"))
         return message if self._journal.queue_republication(message) else None
 
-    def _message(self, state: StudyState, version: int, now: float) -> tuple[OutboxMessage, str]:
+    def _message(
+        self, state: StudyState, version: int, now: float, completion: Completion
+    ) -> tuple[OutboxMessage, str]:
         """The outbox message for ``version`` of the study, and its version-free content digest."""
-        mapped = fhir.imaging_study(state, version=version, options=self._options)
+        mapped = fhir.imaging_study(
+            state, version=version, options=self._options, status=completion.status
+        )
         for warning in mapped.warnings:
             log.warning("study mapping", study_uid=state.study_uid, problem=warning)
         resource = mapped.resource
@@ -81,6 +98,13 @@ class StudyFinisher:
                 "fhir_version": fhir.FHIR_RELEASES[self._options.version],
                 "series_count": len(state.series),
                 "instance_count": state.number_of_instances,
+                "study_status": completion.status,
+                "completion_reason": completion.reason,
+                **(
+                    {"missing_instance_uids": sorted(completion.missing)}
+                    if completion.missing
+                    else {}
+                ),
             },
             body=fhir.encode(resource),
             created_at=now,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from listener.model import InstanceRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the mpps table
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -41,6 +41,15 @@ CREATE TABLE IF NOT EXISTS studies (
     files_removed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state, finished_at);
+CREATE TABLE IF NOT EXISTS mpps (
+    sop_instance_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    status TEXT NOT NULL,
+    step TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mpps_by_study ON mpps (study_uid);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     study_uid TEXT NOT NULL,
@@ -162,6 +171,20 @@ class JournalStore(Protocol):
 
     def queue_republication(self, message: OutboxMessage) -> bool:
         """Queue a new version of a published study."""
+
+    def save_procedure_step(
+        self, step: dict[str, Any], attributes: dict[str, Any], *, now: float
+    ) -> None:
+        """Store an MPPS."""
+
+    def procedure_step(self, sop_instance_uid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """One MPPS's state and attributes."""
+
+    def procedure_steps(self, study_uid: str) -> list[dict[str, Any]]:
+        """A study's MPPS states."""
+
+    def held_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
+        """Records of the instances held."""
 
     def writable(self) -> bool:
         """True when the store accepts writes."""
@@ -322,10 +345,22 @@ class Journal:
         with self._transaction() as transaction:
             db = transaction.db
             version = message.version if message else None
+            # An upsert: a study published from its MPPS alone has no row yet.
             db.execute(
-                "UPDATE studies SET state = 'published', digest = ?, finished_at = ?,"
-                " version = coalesce(?, version) WHERE study_uid = ?",
-                (digest, finished_at, version, study_uid),
+                "INSERT INTO studies (study_uid, state, version, digest, last_received_at,"
+                " finished_at) VALUES (?, 'published', coalesce(?, 0), ?, ?, ?)"
+                " ON CONFLICT (study_uid) DO UPDATE SET state = 'published', digest = ?,"
+                " finished_at = ?, version = coalesce(?, version)",
+                (
+                    study_uid,
+                    version,
+                    digest,
+                    finished_at,
+                    finished_at,
+                    digest,
+                    finished_at,
+                    version,
+                ),
             )
             if message is not None:
                 self._insert_outbox(db, message)
@@ -361,6 +396,53 @@ class Journal:
             if updated:
                 self._insert_outbox(db, message)
         return bool(updated)
+
+    def save_procedure_step(
+        self, step: dict[str, Any], attributes: dict[str, Any], *, now: float
+    ) -> None:
+        """Store an MPPS: its state (``step``) and its full attribute set (DICOM JSON)."""
+        with self._transaction() as transaction:
+            transaction.db.execute(
+                "INSERT OR REPLACE INTO mpps"
+                " (sop_instance_uid, study_uid, status, step, attributes, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    step["sop_instance_uid"],
+                    step["study_uid"],
+                    step["status"],
+                    json.dumps(step, sort_keys=True),
+                    json.dumps(attributes, sort_keys=True),
+                    now,
+                ),
+            )
+
+    def procedure_step(self, sop_instance_uid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """An MPPS's state and attributes, as saved."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT step, attributes FROM mpps WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()
+        return (json.loads(row[0]), json.loads(row[1])) if row else None
+
+    def procedure_steps(self, study_uid: str) -> list[dict[str, Any]]:
+        """The states of every MPPS of a study."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT step FROM mpps WHERE study_uid = ? ORDER BY updated_at", (study_uid,)
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def held_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
+        """The records of those instances the journal holds (for storage commitment)."""
+        held: dict[str, InstanceRecord] = {}
+        with self._lock:
+            for uid in sop_instance_uids:
+                row = self._db.execute(
+                    "SELECT record FROM instances WHERE sop_instance_uid = ?", (uid,)
+                ).fetchone()
+                if row:
+                    held[uid] = InstanceRecord.from_json(json.loads(row[0]))
+        return held
 
     def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
         """Studies published before ``cutoff``: those whose files remain, or all not yet pruned."""

@@ -143,6 +143,8 @@ class StudyState:
 
     study_uid: str
     series: tuple[SeriesState, ...]
+    # Study-level attribute sources that are not instances (an MPPS), consulted after them.
+    headers: tuple[InstanceRecord, ...] = ()
 
     @property
     def instances(self) -> tuple[InstanceRecord, ...]:

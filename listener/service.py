@@ -16,7 +16,7 @@ from collections.abc import Callable
 from listener.aggregator import Aggregator
 from listener.completeness import Truncated, check_complete
 from listener.config import Settings
-from listener.finisher import StudyFinisher, fhir_options
+from listener.finisher import Completion, StudyFinisher, fhir_options
 from listener.header import (
     HeaderError,
     HeaderProblem,
@@ -29,6 +29,7 @@ from listener.journal import Change, Journal, JournalError, JournalStore
 from listener.logging import get_logger
 from listener.metrics import Metrics, MetricsServer
 from listener.model import InstanceRecord, StoreOutcome
+from listener.procedures import ProcedureSteps
 from listener.publisher import Publisher
 from listener.relay import OutboxRelay
 from listener.scp import DicomServer, IncomingInstance
@@ -66,7 +67,10 @@ class ListenerService:
             min_free_mb=settings.storage.min_free_mb,
         )
         self._journal = Journal(data_dir / "journal.sqlite3")
-        self._aggregator = Aggregator(quiet_period=settings.aggregator.quiet_period_seconds)
+        self._aggregator = Aggregator(
+            quiet_period=settings.aggregator.quiet_period_seconds,
+            max_age=settings.aggregator.max_study_age_seconds,
+        )
         self._finisher = StudyFinisher(self._journal, options=fhir_options(settings))
         self.metrics = Metrics()
         self.metrics.studies_pending.set_function(lambda: len(self._aggregator))
@@ -90,8 +94,23 @@ class ListenerService:
         )
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._wake_completion = threading.Event()
+        self.procedures = ProcedureSteps(
+            journal=self._journal,
+            aggregator=self._aggregator,
+            finisher=self._finisher,
+            files=self._files,
+            settings=settings.aggregator,
+            lock=self._lock,
+            clock=clock,
+            notify=self._wake,
+        )
         self._dicom = DicomServer(
-            settings.dicom, self, spool_dir=self._spool_dir, metrics=self.metrics
+            settings.dicom,
+            self,
+            spool_dir=self._spool_dir,
+            metrics=self.metrics,
+            procedures=self.procedures,
         )
         self._threads: list[threading.Thread] = []
         self._next_housekeeping = 0.0
@@ -124,13 +143,18 @@ class ListenerService:
         log.info("shutting down")
         self._dicom.stop(grace_seconds=grace_seconds)
         self._stopping.set()
-        self._relay.notify()
+        self._wake()
         for thread in self._threads:
             thread.join(timeout=grace_seconds)
         if self._metrics_server is not None:
             self._metrics_server.stop()
         self._journal.close()
         log.info("stopped", pending_studies=len(self._aggregator))
+
+    def _wake(self) -> None:
+        """Look for due studies now (an MPPS changed what is due), and publish what is queued."""
+        self._wake_completion.set()
+        self._relay.notify()
 
     def readiness(self) -> list[str]:
         """Why the listener is not ready (empty when ready): journal writable, broker connected."""
@@ -159,6 +183,8 @@ class ListenerService:
                     first_missing=missing[0],
                 )
             self._aggregator.restore(records, row.last_received_at)
+            if records:
+                self.procedures.recover(row.study_uid)
         log.info(
             "journal recovered",
             pending_studies=len(pending),
@@ -235,7 +261,10 @@ class ListenerService:
                 for study_uid in result.reopened:
                     self._aggregator.restore(self._journal.study_records(study_uid), now)
                     log.info("study re-opened by a late instance", study_uid=study_uid)
+                newly_pending = record.study_uid not in self._aggregator
                 self._aggregator.add(record, now)
+                if newly_pending or result.reopened:
+                    self.procedures.apply_waiting(record.study_uid)
         # Outside the service lock, so concurrent associations share one fsync (group commit);
         # the sender hears success only after it.
         self._journal.make_durable(result.sequence)
@@ -260,10 +289,12 @@ class ListenerService:
         finished = 0
         with self._lock:
             now = self._clock()
-            for study_uid in self._aggregator.due(now):
+            for study_uid, reason in self._aggregator.due(now):
+                missing = self._aggregator.missing(study_uid)
                 state = self._aggregator.pop(study_uid)
+                completion = Completion(reason=reason, missing=missing)
                 try:
-                    message = self._finisher.finish(state, now)
+                    message = self._finisher.finish(state, now, completion=completion)
                 except JournalError:
                     self._aggregator.restore(state.instances, now)  # retried on a later pass
                     raise
@@ -271,11 +302,18 @@ class ListenerService:
                 log.info(
                     "study finished",
                     study_uid=study_uid,
+                    reason=reason,
                     series=len(state.series),
                     instances=state.number_of_instances,
                     version=message.version if message else None,
                     changed=message is not None,
                 )
+                if missing:
+                    log.warning(
+                        "study published without instances its MPPS listed",
+                        study_uid=study_uid,
+                        missing=len(missing),
+                    )
         if finished:
             self._relay.notify()
         return finished
@@ -316,4 +354,5 @@ class ListenerService:
             with self._lock:
                 next_due = self._aggregator.next_due_at()
             wait = 0.25 if next_due is None else min(0.25, max(0.005, next_due - self._clock()))
-            self._stopping.wait(wait)
+            self._wake_completion.wait(wait)
+            self._wake_completion.clear()

@@ -92,3 +92,66 @@ class Modality:
         thread = threading.Thread(target=self.send_all, args=(datasets,), daemon=True)
         thread.start()
         return thread
+
+
+MPPS = "1.2.840.10008.3.1.2.3.3"
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+def mpps_in_progress(study_uid: str, *, patient_id: str = "P-42") -> Dataset:
+    """An N-CREATE attribute list for an MPPS of ``study_uid`` (IN PROGRESS)."""
+    scheduled = Dataset()
+    scheduled.StudyInstanceUID = study_uid
+    scheduled.AccessionNumber = "ACC-77"
+    scheduled.RequestedProcedureID = "RP-1"
+    scheduled.ScheduledProcedureStepID = "SPS-1"
+    dataset = Dataset()
+    dataset.ScheduledStepAttributesSequence = [scheduled]
+    dataset.PatientID = patient_id
+    dataset.PatientName = "Doe^Jane"
+    dataset.PerformedProcedureStepID = "PPS-1"
+    dataset.PerformedStationAETitle = "MODALITY"
+    dataset.PerformedProcedureStepStartDate = "20261127"
+    dataset.PerformedProcedureStepStartTime = "101500"
+    dataset.PerformedProcedureStepStatus = "IN PROGRESS"
+    dataset.PerformedProcedureStepDescription = "CT chest"
+    dataset.Modality = "CT"
+    dataset.PerformedSeriesSequence = []
+    return dataset
+
+
+def mpps_end(
+    status: str, datasets: list[Dataset], *, extra_uids: list[str] | None = None
+) -> Dataset:
+    """An N-SET modification list ending the step, listing ``datasets`` (plus ``extra_uids``)."""
+    modification = Dataset()
+    modification.PerformedProcedureStepStatus = status
+    modification.PerformedProcedureStepEndDate = "20261127"
+    modification.PerformedProcedureStepEndTime = "103000"
+    by_series: dict[str, list[Dataset]] = {}
+    for dataset in datasets:
+        by_series.setdefault(str(dataset.SeriesInstanceUID), []).append(dataset)
+    series_items = []
+    for index, (series_uid, members) in enumerate(sorted(by_series.items())):
+        item = Dataset()
+        item.SeriesInstanceUID = series_uid
+        item.Modality = "CT"
+        item.PerformingPhysicianName = ""
+        item.ProtocolName = "Chest"
+        item.OperatorsName = ""
+        item.RetrieveAETitle = ""
+        item.SeriesDescription = ""
+        references = []
+        uids = [str(d.SOPInstanceUID) for d in members]
+        if index == 0:
+            uids += extra_uids or []
+        for uid in uids:
+            reference = Dataset()
+            reference.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+            reference.ReferencedSOPInstanceUID = uid
+            references.append(reference)
+        item.ReferencedImageSequence = references
+        series_items.append(item)
+    modification.PerformedSeriesSequence = series_items
+    return modification

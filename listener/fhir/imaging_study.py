@@ -56,7 +56,7 @@ class _Study:
     """Study-level values: the first non-empty one in canonical order, noting disagreements."""
 
     def __init__(self, study: StudyState) -> None:
-        self._records = study.instances
+        self._records = study.instances + study.headers
         self.warnings: list[str] = []
 
     def text(self, name: str) -> str:
@@ -72,8 +72,15 @@ class _Study:
         return list(dict.fromkeys(v for record in self._records for v in getattr(record, name)))
 
 
-def imaging_study(study: StudyState, *, version: int, options: FhirOptions) -> MappedStudy:
-    """Map a study to an ImagingStudy of ``options.version``; ``version`` is ``meta.versionId``."""
+def imaging_study(
+    study: StudyState, *, version: int, options: FhirOptions, status: str = "available"
+) -> MappedStudy:
+    """Map a study to an ImagingStudy of ``options.version``; ``version`` is ``meta.versionId``.
+
+    ``status`` is ``available`` for a study with instances, ``registered`` or ``cancelled`` from
+    the modality's workflow (then the study may have no series; its attributes come from
+    ``study.headers``).
+    """
     r5 = options.version == "R5"
     attrs = _Study(study)
     contained: list[JsonObject] = []
@@ -88,14 +95,17 @@ def imaging_study(study: StudyState, *, version: int, options: FhirOptions) -> M
     codes = attrs.union("procedure_codes")
     reasons = [codeable_concept(c) for c in attrs.union("reason_codes")]
     reasons += [{"text": text} for text in attrs.union("reasons")]
-    modalities = sorted({modality_code(series.instances[0]) for series in study.series})
+    modalities = sorted(
+        {modality_code(series.instances[0]) for series in study.series}
+        or {modality_code(header) for header in study.headers if header.modality}
+    )
     resource = {
         "resourceType": "ImagingStudy",
         "id": study.study_uid,
         "meta": {"versionId": str(version)},
         "contained": contained,
         "identifier": _identifiers(study.study_uid, attrs, accession, accession_issuer),
-        "status": "available",
+        "status": status,
         "modality": [modality(code, r5=r5) for code in modalities],
         "subject": subject,
         "encounter": _encounter(attrs.text("admission_id")),

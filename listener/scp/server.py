@@ -31,6 +31,13 @@ from listener.scp.contexts import (
     transfer_syntaxes,
 )
 from listener.scp.guard import GuardedServer, PeerRules, server_tls_context
+from listener.scp.workflow import (
+    MPPS,
+    STORAGE_COMMITMENT,
+    UNCOMPRESSED,
+    WorkflowHandlers,
+    WorkflowSink,
+)
 
 log = get_logger("listener.scp")
 
@@ -64,10 +71,17 @@ class DicomServer:
     """Runs the AE in background threads; :meth:`stop` drains associations before returning."""
 
     def __init__(
-        self, settings: DicomSettings, sink: InstanceSink, *, spool_dir: Path, metrics: Metrics
+        self,
+        settings: DicomSettings,
+        sink: InstanceSink,
+        *,
+        spool_dir: Path,
+        metrics: Metrics,
+        procedures: WorkflowSink,
     ) -> None:
         self._settings = settings
         self._sink = sink
+        self._workflow = WorkflowHandlers(settings, procedures)
         self._spool_dir = spool_dir
         self._metrics = metrics
         self._server: GuardedServer | None = None
@@ -95,6 +109,7 @@ class DicomServer:
             (evt.EVT_RELEASED, self._on_ended, ["released"]),
             (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
             (evt.EVT_REJECTED, self._on_rejected),
+            *self._workflow.bindings(),
         ]
         tls = server_tls_context(settings.tls)
         server = ae.make_server(
@@ -234,4 +249,8 @@ def _build_ae(settings: DicomSettings, sop_classes: Iterable[str], syntaxes: lis
     ae.add_supported_context(VERIFICATION, syntaxes)
     for uid in sop_classes:
         ae.add_supported_context(uid, syntaxes)
+    ae.add_supported_context(MPPS, UNCOMPRESSED)
+    # Accept the SCP role a commitment requestor may propose, so the result can come back on the
+    # same association (PS3.4 J.3.3.1.2).
+    ae.add_supported_context(STORAGE_COMMITMENT, UNCOMPRESSED, scu_role=True, scp_role=True)
     return ae

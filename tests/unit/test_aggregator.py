@@ -18,6 +18,10 @@ def record(study: str, series: str, sop: str, number: int | None = None) -> Inst
     )
 
 
+def due(aggregator: Aggregator, now: float) -> list[str]:
+    return [uid for uid, _reason in aggregator.due(now)]
+
+
 def test_same_sop_instance_twice_is_one_instance() -> None:
     """Re-sending an identical instance neither adds it twice nor counts as new."""
     aggregator = Aggregator(quiet_period=10)
@@ -78,8 +82,8 @@ def test_study_spanning_two_associations_stays_one_study() -> None:
     aggregator.add(record("1", "1.1", "1.1.1"), now=0)
     aggregator.add(record("1", "1.2", "1.2.1"), now=4)
 
-    assert aggregator.due(now=6) == []
-    assert aggregator.due(now=9) == ["1"]
+    assert due(aggregator, 6) == []
+    assert due(aggregator, 9) == ["1"]
     assert len(aggregator.pop("1").series) == 2
 
 
@@ -88,8 +92,8 @@ def test_study_is_due_only_after_the_quiet_period() -> None:
     aggregator = Aggregator(quiet_period=1.5)
     aggregator.add(record("1", "1.1", "1.1.1"), now=100.0)
 
-    assert aggregator.due(now=101.4) == []
-    assert aggregator.due(now=101.5) == ["1"]
+    assert due(aggregator, 101.4) == []
+    assert due(aggregator, 101.5) == ["1"]
     assert aggregator.next_due_at() == 101.5
 
 
@@ -98,11 +102,11 @@ def test_new_instance_restarts_the_quiet_period_but_a_duplicate_does_not() -> No
     aggregator = Aggregator(quiet_period=2)
     aggregator.add(record("1", "1.1", "1.1.1"), now=0)
     aggregator.add(record("1", "1.1", "1.1.1"), now=1.5)
-    assert aggregator.due(now=2) == ["1"]
+    assert due(aggregator, 2) == ["1"]
 
     aggregator.add(record("1", "1.1", "1.1.2"), now=1.9)
-    assert aggregator.due(now=2) == []
-    assert aggregator.due(now=3.9) == ["1"]
+    assert due(aggregator, 2) == []
+    assert due(aggregator, 3.9) == ["1"]
 
 
 def test_due_studies_come_oldest_first() -> None:
@@ -112,7 +116,7 @@ def test_due_studies_come_oldest_first() -> None:
     aggregator.add(record("a", "a.1", "a.1.1"), now=0.7)
     aggregator.add(record("c", "c.1", "c.1.1"), now=0.1)
 
-    assert aggregator.due(now=5) == ["c", "b", "a"]
+    assert due(aggregator, 5) == ["c", "b", "a"]
 
 
 def test_pop_removes_the_study() -> None:
@@ -137,3 +141,47 @@ def test_instance_moving_to_another_study_leaves_the_first() -> None:
 
     assert [r.sop_instance_uid for r in aggregator.snapshot("1").instances] == ["1.1.2"]
     assert [r.sop_instance_uid for r in aggregator.snapshot("2").instances] == ["9.9"]
+
+
+def test_study_whose_mpps_instances_all_arrived_is_due_at_once() -> None:
+    """A completed MPPS listing exactly the received instances finishes the study immediately."""
+    aggregator = Aggregator(quiet_period=600)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=0)
+    aggregator.add(record("1", "1.1", "1.1.2"), now=1)
+
+    aggregator.expect("1", ["1.1.1", "1.1.2"], until=900)
+
+    assert aggregator.due(now=1.5) == [("1", "mpps-completed")]
+
+
+def test_study_missing_mpps_instances_waits_for_the_later_of_quiet_and_grace() -> None:
+    """With listed instances missing, the study is due at max(quiet period, MPPS grace)."""
+    aggregator = Aggregator(quiet_period=10)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=0)
+    aggregator.expect("1", ["1.1.1", "1.1.2"], until=25)
+
+    assert due(aggregator, 12) == []
+    assert aggregator.missing("1") == {"1.1.2"}
+    assert aggregator.due(now=25) == [("1", "quiet-period")]
+
+
+def test_missing_mpps_instance_arriving_completes_the_study() -> None:
+    """The last listed instance arriving makes the study due without further waiting."""
+    aggregator = Aggregator(quiet_period=10)
+    aggregator.add(record("1", "1.1", "1.1.1"), now=0)
+    aggregator.expect("1", ["1.1.1", "1.1.2"], until=100)
+
+    aggregator.add(record("1", "1.1", "1.1.2"), now=3)
+
+    assert aggregator.due(now=3) == [("1", "mpps-completed")]
+
+
+def test_study_older_than_max_age_is_due_even_while_instances_keep_coming() -> None:
+    """max_age forces a study out although its quiet period never elapses."""
+    aggregator = Aggregator(quiet_period=5, max_age=20)
+    for second in range(0, 30, 2):
+        aggregator.add(record("1", "1.1", f"1.1.{second}"), now=second)
+        if second < 20:
+            assert due(aggregator, second) == []
+
+    assert aggregator.due(now=20) == [("1", "max-age")]
