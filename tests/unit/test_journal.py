@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-from listener.journal import Change, Journal, OutboxMessage
+import pytest
+
+from listener.journal import SCHEMA_VERSION, Change, Journal, OutboxMessage
 from listener.model import InstanceRecord
 
 RECORD = InstanceRecord(
@@ -95,3 +99,60 @@ def test_unchanged_finish_keeps_the_version(tmp_path: Path) -> None:
     row = journal.study("1.2")
     assert row is not None and (row.state, row.version, row.digest) == ("published", 1, "d")
     assert journal.outbox_depth() == 1
+
+
+def test_a_journal_from_the_previous_schema_is_upgraded(tmp_path: Path) -> None:
+    """A schema-1 journal (no mpps table) opens, keeps its data and gains the new table."""
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    journal.add_instance(RECORD, 1.0)
+    journal.close()
+    old = sqlite3.connect(path)
+    old.execute("DROP TABLE mpps")
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+
+    upgraded = Journal(path)
+
+    assert upgraded.study_records("1.2") == [RECORD]
+    assert upgraded.procedure_steps("1.2") == []
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_journal_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    """An older release does not touch a journal written by a newer one."""
+    path = tmp_path / "j.sqlite3"
+    Journal(path).close()
+    newer = sqlite3.connect(path)
+    newer.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    newer.commit()
+    newer.close()
+
+    with pytest.raises(RuntimeError, match="schema version"):
+        Journal(path)
+
+
+def test_one_fsync_makes_every_earlier_commit_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: syncing the latest commit covers the earlier ones without another fsync."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    results = [
+        journal.add_instance(replace(RECORD, sop_instance_uid=f"1.2.1.{n}"), 1.0) for n in range(5)
+    ]
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+
+    journal.make_durable(results[-1].sequence)
+    for result in results:
+        journal.make_durable(result.sequence)
+
+    assert len(synced) == 1
