@@ -32,6 +32,7 @@ from listener.model import InstanceRecord, StoreOutcome
 from listener.procedures import ProcedureSteps
 from listener.publisher import Publisher
 from listener.relay import OutboxRelay
+from listener.retention import Retention
 from listener.scp import DicomServer, IncomingInstance
 
 log = get_logger("listener.service")
@@ -41,10 +42,8 @@ _OUTCOME_FOR_PROBLEM = {
     HeaderProblem.MISSING_UID: StoreOutcome.MISSING_UID,
     HeaderProblem.INVALID_UID: StoreOutcome.INVALID_UID,
 }
-_DAY = 86_400.0
 _MB = 1024 * 1024
 _HOUSEKEEPING_INTERVAL = 60.0
-_HOUSEKEEPING_BATCH = 50
 
 
 class ListenerService:
@@ -114,6 +113,13 @@ class ListenerService:
         )
         self._threads: list[threading.Thread] = []
         self._next_housekeeping = 0.0
+        self._retention = Retention(
+            settings.storage,
+            journal=self._journal,
+            files=self._files,
+            aggregator=self._aggregator,
+            lock=self._lock,
+        )
 
     @property
     def journal(self) -> JournalStore:
@@ -319,28 +325,8 @@ class ListenerService:
         return finished
 
     def housekeeping(self) -> None:
-        """Apply the retention settings to studies published long enough ago (small batches)."""
-        storage, now = self._settings.storage, self._clock()
-        if storage.instance_retention_days > 0 and storage.keep_instances:
-            cutoff = now - storage.instance_retention_days * _DAY
-            for study_uid in self._journal.published_before(
-                cutoff, with_files=True, limit=_HOUSEKEEPING_BATCH
-            ):
-                with self._lock:
-                    if study_uid not in self._aggregator:
-                        removed = self._files.remove_study(study_uid)
-                        self._journal.mark_files_removed(study_uid)
-                        log.info("instance files removed", study_uid=study_uid, files=removed)
-        if storage.study_retention_days > 0:
-            cutoff = now - storage.study_retention_days * _DAY
-            for study_uid in self._journal.published_before(
-                cutoff, with_files=False, limit=_HOUSEKEEPING_BATCH
-            ):
-                with self._lock:
-                    if study_uid not in self._aggregator:
-                        self._files.remove_study(study_uid)
-                        self._journal.prune_study(study_uid)
-                        log.info("study records pruned", study_uid=study_uid)
+        """Apply the retention settings now (the completion loop does it every minute)."""
+        self._retention.apply(self._clock())
 
     def _completion_loop(self) -> None:
         while not self._stopping.is_set():

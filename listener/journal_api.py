@@ -1,0 +1,147 @@
+"""What the service needs from durable storage: the JournalStore protocol and its values.
+
+The SQLite implementation is :class:`listener.journal.Journal`; the service and the operator
+commands depend on this protocol, so they can be exercised against another store.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from listener.model import InstanceRecord
+
+
+class JournalError(Exception):
+    """The journal could not commit; ``full`` is True when the disk (or its reserve) is full."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+class Change(enum.Enum):
+    """What adding an instance did to the journal."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """The outcome of recording an instance.
+
+    ``reopened`` lists studies that had been published and are pending again because of this
+    instance (its own study, and the study it moved away from, if any).
+    """
+
+    change: Change
+    reopened: tuple[str, ...] = ()
+    sequence: int = 0  # pass to make_durable() before acknowledging
+
+
+@dataclass(frozen=True, slots=True)
+class StudyRow:
+    """A study's durable state."""
+
+    study_uid: str
+    state: str
+    version: int
+    digest: str | None
+    last_received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StudySummary:
+    """One line of ``dicom-listener studies``."""
+
+    study_uid: str
+    state: str
+    version: int
+    last_received_at: float
+    finished_at: float | None
+    instances: int
+    series: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One finished study version waiting for the broker's confirm."""
+
+    id: int
+    study_uid: str
+    version: int
+    message_id: str
+    headers: dict[str, Any]
+    body: bytes
+    created_at: float
+
+
+class JournalStore(Protocol):
+    """What the service needs from durable storage; :class:`Journal` documents each method."""
+
+    def add_instance(self, record: InstanceRecord, received_at: float) -> AddResult:
+        """Record an instance (durable once make_durable(result.sequence) returns)."""
+
+    def make_durable(self, sequence: int) -> None:
+        """Wait until a commit is on stable storage."""
+
+    def study(self, study_uid: str) -> StudyRow | None:
+        """One study's durable state."""
+
+    def study_records(self, study_uid: str) -> list[InstanceRecord]:
+        """Every instance record of a study."""
+
+    def pending_studies(self) -> list[StudyRow]:
+        """Studies not yet finished."""
+
+    def finish_study(
+        self, study_uid: str, *, digest: str, message: OutboxMessage | None, finished_at: float
+    ) -> None:
+        """Mark a study published and queue its message, atomically."""
+
+    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
+        """Studies published before ``cutoff``."""
+
+    def mark_files_removed(self, study_uid: str) -> None:
+        """Record that a study's files were deleted."""
+
+    def prune_study(self, study_uid: str) -> None:
+        """Forget a published study's instance records."""
+
+    def next_outbox(self) -> OutboxMessage | None:
+        """The oldest unconfirmed message."""
+
+    def outbox_depth(self) -> int:
+        """How many messages wait for the broker."""
+
+    def remove_outbox(self, message_id: int) -> None:
+        """Forget a confirmed message."""
+
+    def queue_republication(self, message: OutboxMessage) -> bool:
+        """Queue a new version of a published study."""
+
+    def save_procedure_step(
+        self, step: dict[str, Any], attributes: dict[str, Any], *, now: float
+    ) -> None:
+        """Store an MPPS."""
+
+    def procedure_step(self, sop_instance_uid: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """One MPPS's state and attributes."""
+
+    def procedure_steps(self, study_uid: str) -> list[dict[str, Any]]:
+        """A study's MPPS states."""
+
+    def held_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
+        """Records of the instances held."""
+
+    def writable(self) -> bool:
+        """True when the store accepts writes."""
+
+    def list_studies(self, *, limit: int) -> list[StudySummary]:
+        """Pending and recently finished studies."""
+
+    def close(self) -> None:
+        """Release the store."""
