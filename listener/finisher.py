@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -25,15 +26,7 @@ class Completion:
 
 def fhir_options(settings: Settings) -> fhir.FhirOptions:
     """The mapping options the ``[fhir]`` settings describe."""
-    section = settings.fhir
-    return fhir.FhirOptions(
-        version=section.version,
-        subject=section.subject,
-        patient_identifier_system=section.patient_identifier_system,
-        timezone=section.timezone,
-        endpoint_address=section.endpoint_address,
-        endpoint_reference=section.endpoint_reference,
-    )
+    return fhir.FhirOptions(**dataclasses.asdict(settings.fhir))
 
 
 def message_id(study_uid: str, version: int) -> str:

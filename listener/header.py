@@ -100,26 +100,26 @@ def _instance_fields(dataset: Dataset) -> dict[str, Any]:
     concept = next(_items(dataset, "ConceptNameCodeSequence"), None)
     return {
         "instance_number": _integer(dataset, "InstanceNumber"),
-        "content_label": _text(dataset, "ContentLabel"),
-        "document_title": _text(dataset, "DocumentTitle"),
-        "concept_name": _text(concept, "CodeMeaning") if concept is not None else "",
-        "image_laterality": _text(dataset, "ImageLaterality"),
+        "content_label": text_value(dataset, "ContentLabel"),
+        "document_title": text_value(dataset, "DocumentTitle"),
+        "concept_name": text_value(concept, "CodeMeaning") if concept is not None else "",
+        "image_laterality": text_value(dataset, "ImageLaterality"),
     }
 
 
 def _series_fields(dataset: Dataset) -> dict[str, Any]:
     specimens = list(_items(dataset, "SpecimenDescriptionSequence"))
     return {
-        "modality": _text(dataset, "Modality"),
+        "modality": text_value(dataset, "Modality"),
         "series_number": _integer(dataset, "SeriesNumber"),
-        "series_description": _text(dataset, "SeriesDescription"),
-        "series_date": _text(dataset, "SeriesDate"),
-        "series_time": _text(dataset, "SeriesTime"),
-        "body_part_examined": _text(dataset, "BodyPartExamined"),
-        "laterality": _text(dataset, "Laterality"),
+        "series_description": text_value(dataset, "SeriesDescription"),
+        "series_date": text_value(dataset, "SeriesDate"),
+        "series_time": text_value(dataset, "SeriesTime"),
+        "body_part_examined": text_value(dataset, "BodyPartExamined"),
+        "laterality": text_value(dataset, "Laterality"),
         "performing_physicians": _texts(dataset, "PerformingPhysicianName"),
         "operators": _texts(dataset, "OperatorsName"),
-        "specimens": _present(_text(item, "SpecimenIdentifier") for item in specimens),
+        "specimens": _present(text_value(item, "SpecimenIdentifier") for item in specimens),
         "specimen_uids": _present(clean_uid(_value(item, "SpecimenUID")) for item in specimens),
     }
 
@@ -127,44 +127,44 @@ def _series_fields(dataset: Dataset) -> dict[str, Any]:
 def _study_fields(dataset: Dataset, requests: list[Dataset]) -> dict[str, Any]:
     sources = [dataset, *requests]
     return {
-        "study_date": _text(dataset, "StudyDate"),
-        "study_time": _text(dataset, "StudyTime"),
-        "timezone_offset": _text(dataset, "TimezoneOffsetFromUTC"),
-        "accession_number": _text(dataset, "AccessionNumber"),
+        "study_date": text_value(dataset, "StudyDate"),
+        "study_time": text_value(dataset, "StudyTime"),
+        "timezone_offset": text_value(dataset, "TimezoneOffsetFromUTC"),
+        "accession_number": text_value(dataset, "AccessionNumber"),
         "accession_issuer": _issuer(next(_items(dataset, "IssuerOfAccessionNumberSequence"), None)),
-        "study_id": _text(dataset, "StudyID"),
-        "study_description": _text(dataset, "StudyDescription"),
-        "study_comments": _text(dataset, "StudyComments"),
-        "requested_procedure_comments": _text(dataset, "RequestedProcedureComments"),
-        "requested_procedure_ids": _present(_text(s, "RequestedProcedureID") for s in sources),
+        "study_id": text_value(dataset, "StudyID"),
+        "study_description": text_value(dataset, "StudyDescription"),
+        "study_comments": text_value(dataset, "StudyComments"),
+        "requested_procedure_comments": text_value(dataset, "RequestedProcedureComments"),
+        "requested_procedure_ids": _present(text_value(s, "RequestedProcedureID") for s in sources),
         "procedure_codes": _codes(dataset, "ProcedureCodeSequence"),
         "reason_codes": tuple(
             code
             for source in sources
             for code in _codes(source, "ReasonForRequestedProcedureCodeSequence")
         ),
-        "reasons": _present(_text(s, "ReasonForTheRequestedProcedure") for s in sources),
-        "referring_physician": _text(dataset, "ReferringPhysicianName"),
+        "reasons": _present(text_value(s, "ReasonForTheRequestedProcedure") for s in sources),
+        "referring_physician": text_value(dataset, "ReferringPhysicianName"),
         "reading_physicians": _texts(dataset, "NameOfPhysiciansReadingStudy"),
-        "institution_name": _text(dataset, "InstitutionName"),
-        "department_name": _text(dataset, "InstitutionalDepartmentName"),
-        "admission_id": _text(dataset, "AdmissionID"),
+        "institution_name": text_value(dataset, "InstitutionName"),
+        "department_name": text_value(dataset, "InstitutionalDepartmentName"),
+        "admission_id": text_value(dataset, "AdmissionID"),
     }
 
 
 def _patient_fields(dataset: Dataset) -> dict[str, Any]:
     qualifiers = next(_items(dataset, "IssuerOfPatientIDQualifiersSequence"), None)
     issuer = Issuer(
-        local_id=_text(dataset, "IssuerOfPatientID"),
-        universal_id=_text(qualifiers, "UniversalEntityID") if qualifiers else "",
-        universal_id_type=_text(qualifiers, "UniversalEntityIDType") if qualifiers else "",
+        local_id=text_value(dataset, "IssuerOfPatientID"),
+        universal_id=text_value(qualifiers, "UniversalEntityID") if qualifiers else "",
+        universal_id_type=text_value(qualifiers, "UniversalEntityIDType") if qualifiers else "",
     )
     return {
-        "patient_id": _text(dataset, "PatientID"),
+        "patient_id": text_value(dataset, "PatientID"),
         "patient_id_issuer": issuer if any((issuer.local_id, issuer.universal_id)) else None,
-        "patient_name": _text(dataset, "PatientName"),
-        "patient_birth_date": _text(dataset, "PatientBirthDate"),
-        "patient_sex": _text(dataset, "PatientSex"),
+        "patient_name": text_value(dataset, "PatientName"),
+        "patient_birth_date": text_value(dataset, "PatientBirthDate"),
+        "patient_sex": text_value(dataset, "PatientSex"),
     }
 
 
@@ -172,9 +172,9 @@ def _issuer(item: Dataset | None) -> Issuer | None:
     if item is None:
         return None
     issuer = Issuer(
-        local_id=_text(item, "LocalNamespaceEntityID"),
-        universal_id=_text(item, "UniversalEntityID"),
-        universal_id_type=_text(item, "UniversalEntityIDType"),
+        local_id=text_value(item, "LocalNamespaceEntityID"),
+        universal_id=text_value(item, "UniversalEntityID"),
+        universal_id_type=text_value(item, "UniversalEntityIDType"),
     )
     return issuer if issuer.local_id or issuer.universal_id else None
 
@@ -183,15 +183,19 @@ def _codes(dataset: Dataset, keyword: str) -> tuple[Code, ...]:
     codes = []
     for item in _items(dataset, keyword):
         value = next(
-            (v for k in ("CodeValue", "LongCodeValue", "URNCodeValue") if (v := _text(item, k))),
+            (
+                v
+                for k in ("CodeValue", "LongCodeValue", "URNCodeValue")
+                if (v := text_value(item, k))
+            ),
             "",
         )
-        meaning = _text(item, "CodeMeaning")
+        meaning = text_value(item, "CodeMeaning")
         if value or meaning:
             codes.append(
                 Code(
                     value=value,
-                    scheme=_text(item, "CodingSchemeDesignator"),
+                    scheme=text_value(item, "CodingSchemeDesignator"),
                     meaning=meaning,
                     scheme_uid=clean_uid(_value(item, "CodingSchemeUID")),
                 )
@@ -224,7 +228,7 @@ def _clean(value: Any) -> str:
     return _CONTROL.sub("", str(value)).strip()
 
 
-def _text(dataset: Dataset | None, keyword: str) -> str:
+def text_value(dataset: Dataset | None, keyword: str) -> str:
     """A single text value, cleaned; multiple values joined with a backslash."""
     value = _value(dataset, keyword)
     if value is None:

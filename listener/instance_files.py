@@ -29,10 +29,9 @@ class InstanceFiles:
         self._root.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self._root).free >= self._min_free_bytes
 
-    def place(self, spooled: Path, record: InstanceRecord) -> InstanceRecord:
+    def place(self, spooled: Path, record: InstanceRecord, *, size: int) -> InstanceRecord:
         """Move ``spooled`` to its place, durably (fsync); return the record with file and size."""
         relative = Path(record.study_uid, record.series_uid, f"{record.sop_instance_uid}.dcm")
-        size = spooled.stat().st_size
         if not self._keep:
             return replace(record, size=size)
         target = self._root / relative

@@ -170,8 +170,3 @@ class StoreOutcome(enum.Enum):
     TOO_LARGE = "too_large"
     OUT_OF_RESOURCES = "out_of_resources"
     FAILED = "failed"
-
-    @property
-    def acknowledged(self) -> bool:
-        """True when the sender gets success: the instance is durably ours."""
-        return self in (StoreOutcome.STORED, StoreOutcome.DUPLICATE)

@@ -202,7 +202,8 @@ class ListenerService:
 
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         """Make one received instance durable; success only once its record is committed."""
-        refused = self._screen(incoming)
+        size = incoming.path.stat().st_size
+        refused = self._screen(incoming, size)
         if refused is not None:
             return refused
         try:
@@ -225,7 +226,7 @@ class ListenerService:
             if not self._files.has_room():
                 log.error("disk reserve reached; refusing", calling_ae=incoming.calling_ae)
                 return StoreOutcome.OUT_OF_RESOURCES
-            return self._commit(self._files.place(incoming.path, record))
+            return self._commit(self._files.place(incoming.path, record, size=size))
         except (OSError, JournalError) as exc:
             full = (isinstance(exc, JournalError) and exc.full) or (
                 isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -235,9 +236,8 @@ class ListenerService:
             )
             return StoreOutcome.OUT_OF_RESOURCES if full else StoreOutcome.FAILED
 
-    def _screen(self, incoming: IncomingInstance) -> StoreOutcome | None:
+    def _screen(self, incoming: IncomingInstance, size: int) -> StoreOutcome | None:
         """Refuse an instance that is too large or truncated before parsing it."""
-        size = incoming.path.stat().st_size
         if size > self._settings.dicom.max_instance_mb * _MB:
             incoming.path.unlink(missing_ok=True)
             log.warning(

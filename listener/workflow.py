@@ -15,7 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from listener.header import clean_uid, is_valid_uid, record_from_dataset
+from listener.header import clean_uid, is_valid_uid, record_from_dataset, text_value
 from listener.model import InstanceRecord
 
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
@@ -96,19 +96,11 @@ class ProcedureStep:
         )
 
 
-def _text(dataset: Dataset, keyword: str) -> str:
-    try:
-        value = dataset.get(keyword)
-    except Exception:  # noqa: BLE001 - an undecodable value counts as absent
-        return ""
-    return "" if value is None else str(value).strip()
-
-
 def _require(dataset: Dataset, keywords: tuple[str, ...]) -> None:
     for keyword in keywords:
         if keyword not in dataset:
             raise WorkflowError(Status.MISSING_ATTRIBUTE, f"{keyword} missing")
-        if not _text(dataset, keyword):
+        if not text_value(dataset, keyword):
             raise WorkflowError(Status.MISSING_ATTRIBUTE_VALUE, f"{keyword} has no value")
 
 
@@ -137,10 +129,10 @@ def _header(dataset: Dataset, study_uid: str, sop_instance_uid: str) -> Instance
     merged.SeriesInstanceUID = study_uid
     merged.SOPInstanceUID = sop_instance_uid
     merged.SOPClassUID = "1.2.840.10008.3.1.2.3.3"
-    merged.StudyDate = _text(dataset, "PerformedProcedureStepStartDate")
-    merged.StudyTime = _text(dataset, "PerformedProcedureStepStartTime")
-    if not _text(merged, "StudyDescription"):
-        merged.StudyDescription = _text(dataset, "PerformedProcedureStepDescription")
+    merged.StudyDate = text_value(dataset, "PerformedProcedureStepStartDate")
+    merged.StudyTime = text_value(dataset, "PerformedProcedureStepStartTime")
+    if not text_value(merged, "StudyDescription"):
+        merged.StudyDescription = text_value(dataset, "PerformedProcedureStepDescription")
     return record_from_dataset(merged)
 
 
@@ -164,7 +156,7 @@ def _performed(dataset: Dataset) -> tuple[tuple[str, tuple[str, ...]], ...]:
 def create(dataset: Dataset, sop_instance_uid: str) -> ProcedureStep:
     """Validate an N-CREATE and return the new step, or raise WorkflowError."""
     _require(dataset, _REQUIRED_AT_CREATE)
-    if _text(dataset, "PerformedProcedureStepStatus") != IN_PROGRESS:
+    if text_value(dataset, "PerformedProcedureStepStatus") != IN_PROGRESS:
         raise WorkflowError(Status.INVALID_ATTRIBUTE_VALUE, "an MPPS is created IN PROGRESS")
     study_uid = _study_uid(dataset)
     return ProcedureStep(
@@ -182,7 +174,7 @@ def update(step: ProcedureStep, modification: Dataset, attributes: Dataset) -> P
         raise WorkflowError(
             Status.PROCESSING_FAILURE, "Performed Procedure Step Object may no longer be updated"
         )
-    status = _text(attributes, "PerformedProcedureStepStatus")
+    status = text_value(attributes, "PerformedProcedureStepStatus")
     if status not in (IN_PROGRESS, COMPLETED, DISCONTINUED):
         raise WorkflowError(Status.INVALID_ATTRIBUTE_VALUE, f"status {status!r} is not allowed")
     if status in FINAL_STATES:

@@ -222,9 +222,7 @@ class GuardedServer(ThreadedAssociationServer):
             sock.settimeout(self._idle_timeout)
             super().finish_request(sock, client_address)
             return
-        self._refuse(problem, _peer(client_address))
-        with contextlib.suppress(OSError):
-            sock.close()
+        self._close(sock, problem, client_address)
 
     def _vet(self, sock: socket.socket) -> tuple[socket.socket, str | None]:
         """The socket to use (TLS-wrapped if TLS is on) and why it was refused, if it was."""
