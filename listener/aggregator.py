@@ -74,10 +74,24 @@ class Aggregator:
         self._study_of_instance[record.sop_instance_uid] = record.study_uid
         return True
 
-    def restore(self, records: Iterable[InstanceRecord], last_arrival: float) -> None:
-        """Reload a study's records (after a restart, or when a late instance re-opens it)."""
+    def restore(
+        self,
+        records: Iterable[InstanceRecord],
+        last_arrival: float,
+        first_arrival: float | None = None,
+    ) -> None:
+        """Reload a study's records (after a restart, or when a late instance re-opens it).
+
+        ``first_arrival`` (default ``last_arrival``) is when the study became pending: the
+        max-age clock keeps counting from there across a restart.
+        """
         for record in records:
             self.add(record, last_arrival)
+        if first_arrival is not None:
+            for record in records:
+                study = self._studies.get(record.study_uid)
+                if study is not None:
+                    study.first_arrival = min(study.first_arrival, first_arrival)
 
     def discard_instance(self, sop_instance_uid: str) -> None:
         """Forget one instance (it moved to another series or study); drop a study left empty."""

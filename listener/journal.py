@@ -41,7 +41,7 @@ __all__ = [
     "StudySummary",
 ]
 
-SCHEMA_VERSION = 2  # 2: the mpps table
+SCHEMA_VERSION = 3  # 2: the mpps table; 3: studies.opened_at
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS studies (
     version INTEGER NOT NULL DEFAULT 0,
     digest TEXT,
     last_received_at REAL NOT NULL,
+    opened_at REAL,  -- when the study last became pending (for aggregator.max_study_age_seconds)
     finished_at REAL,
     files_removed INTEGER NOT NULL DEFAULT 0
 );
@@ -80,6 +81,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL
 );
 """
+
+
+# The columns of a StudyRow, in its field order.
+_STUDY_COLUMNS = (
+    "study_uid, state, version, digest, last_received_at, coalesce(opened_at, last_received_at)"
+)
 
 
 @dataclass
@@ -112,7 +119,16 @@ class Journal:
                 f"journal {path} has schema version {version}; this release reads {SCHEMA_VERSION}"
             )
         self._db.executescript(_SCHEMA)
+        self._upgrade()
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _upgrade(self) -> None:
+        """Add what older schemas lack (new tables come from ``_SCHEMA`` itself)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(studies)")}
+        if "opened_at" not in columns:
+            # Older journals did not record it: such pending studies count from their last
+            # arrival, which never publishes earlier than max_study_age_seconds allows.
+            self._db.execute("ALTER TABLE studies ADD COLUMN opened_at REAL")
 
     @contextmanager
     def _transaction(self, *, durable: bool = True) -> Iterator[_Transaction]:
@@ -173,12 +189,49 @@ class Journal:
                 " (sop_instance_uid, study_uid, record, received_at) VALUES (?, ?, ?, ?)",
                 (record.sop_instance_uid, record.study_uid, encoded, received_at),
             )
-            touched = [record.study_uid]
+            reopened = (
+                [record.study_uid] if self._mark_pending(db, record.study_uid, received_at) else []
+            )
+            emptied: tuple[str, ...] = ()
             if row is not None and row[0] != record.study_uid:
-                touched.append(row[0])
-            reopened = tuple(uid for uid in touched if self._mark_pending(db, uid, received_at))
+                left_behind = row[0]
+                if self._has_instances(db, left_behind):
+                    if self._mark_pending(db, left_behind, received_at):
+                        reopened.append(left_behind)
+                else:
+                    self._settle_empty(db, left_behind)
+                    emptied = (left_behind,)
         change = Change.NEW if row is None else Change.CHANGED
-        return AddResult(change, reopened, transaction.sequence)
+        return AddResult(change, tuple(reopened), transaction.sequence, emptied)
+
+    @staticmethod
+    def _has_instances(db: sqlite3.Connection, study_uid: str) -> bool:
+        found = db.execute("SELECT 1 FROM instances WHERE study_uid = ? LIMIT 1", (study_uid,))
+        return found.fetchone() is not None
+
+    @staticmethod
+    def _settle_empty(db: sqlite3.Connection, study_uid: str) -> None:
+        """A study left with no instances: forget it if never published, else keep it published.
+
+        There is nothing to publish for it; a published one keeps its row so that its version
+        numbers are never reused.
+        """
+        db.execute(
+            "DELETE FROM studies WHERE study_uid = ? AND version = 0 AND state = 'pending'",
+            (study_uid,),
+        )
+        db.execute(
+            "UPDATE studies SET state = 'published' WHERE study_uid = ? AND state = 'pending'",
+            (study_uid,),
+        )
+
+    def settle_if_empty(self, study_uid: str) -> bool:
+        """Settle a pending study that has no instance records; True if it had none."""
+        with self._transaction() as transaction:
+            if self._has_instances(transaction.db, study_uid):
+                return False
+            self._settle_empty(transaction.db, study_uid)
+        return True
 
     @staticmethod
     def _mark_pending(db: sqlite3.Connection, study_uid: str, received_at: float) -> bool:
@@ -186,11 +239,14 @@ class Journal:
         previous = db.execute(
             "SELECT state FROM studies WHERE study_uid = ?", (study_uid,)
         ).fetchone()
+        # In DO UPDATE, bare column names are the existing row's values.
         db.execute(
-            "INSERT INTO studies (study_uid, state, last_received_at) VALUES (?, 'pending', ?)"
+            "INSERT INTO studies (study_uid, state, last_received_at, opened_at)"
+            " VALUES (?, 'pending', ?, ?)"
             " ON CONFLICT (study_uid) DO UPDATE SET state = 'pending', files_removed = 0,"
-            " last_received_at = max(last_received_at, excluded.last_received_at)",
-            (study_uid, received_at),
+            " last_received_at = max(last_received_at, excluded.last_received_at),"
+            " opened_at = CASE WHEN state = 'pending' THEN opened_at ELSE excluded.opened_at END",
+            (study_uid, received_at, received_at),
         )
         return previous is not None and previous[0] in ("published", "pruned")
 
@@ -198,8 +254,7 @@ class Journal:
         """The durable state of one study, if known."""
         with self._lock:
             row = self._db.execute(
-                "SELECT study_uid, state, version, digest, last_received_at FROM studies"
-                " WHERE study_uid = ?",
+                f"SELECT {_STUDY_COLUMNS} FROM studies WHERE study_uid = ?",
                 (study_uid,),
             ).fetchone()
         return StudyRow(*row) if row else None
@@ -216,7 +271,7 @@ class Journal:
         """Studies received but not yet finished, oldest last arrival first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT study_uid, state, version, digest, last_received_at FROM studies"
+                f"SELECT {_STUDY_COLUMNS} FROM studies"
                 " WHERE state = 'pending' ORDER BY last_received_at"
             ).fetchall()
         return [StudyRow(*row) for row in rows]

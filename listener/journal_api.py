@@ -34,12 +34,15 @@ class AddResult:
     """The outcome of recording an instance.
 
     ``reopened`` lists studies that had been published and are pending again because of this
-    instance (its own study, and the study it moved away from, if any).
+    instance (its own study, and the study it moved away from, if any). ``emptied`` names the
+    study it moved away from when that study has no instances left: there is nothing to publish
+    for it, so it is not pending.
     """
 
     change: Change
     reopened: tuple[str, ...] = ()
     sequence: int = 0  # pass to make_durable() before acknowledging
+    emptied: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class StudyRow:
     version: int
     digest: str | None
     last_received_at: float
+    opened_at: float  # when it last became pending: max_study_age_seconds counts from here
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,9 @@ class JournalStore(Protocol):
 
     def pending_studies(self) -> list[StudyRow]:
         """Studies not yet finished."""
+
+    def settle_if_empty(self, study_uid: str) -> bool:
+        """Take a pending study with no instance records out of pending; True if it had none."""
 
     def finish_study(
         self, study_uid: str, *, digest: str, message: OutboxMessage | None, finished_at: float

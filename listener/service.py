@@ -176,9 +176,13 @@ class ListenerService:
         leftovers = list(self._spool_dir.glob("*")) if self._spool_dir.exists() else []
         for leftover in leftovers:
             leftover.unlink(missing_ok=True)
-        pending = self._journal.pending_studies()
-        for row in pending:
+        restored = 0
+        for row in self._journal.pending_studies():
             records = self._journal.study_records(row.study_uid)
+            if not records:
+                # Its instances moved to another study (journals before schema 3 left it here).
+                self._journal.settle_if_empty(row.study_uid)
+                continue
             missing = [r.sop_instance_uid for r in records if not self._files.exists(r)]
             if missing:
                 # The records still describe the instances, so they stay in the resource.
@@ -188,12 +192,12 @@ class ListenerService:
                     missing=len(missing),
                     first_missing=missing[0],
                 )
-            self._aggregator.restore(records, row.last_received_at)
-            if records:
-                self.procedures.recover(row.study_uid)
+            self._aggregator.restore(records, row.last_received_at, row.opened_at)
+            self.procedures.recover(row.study_uid)
+            restored += 1
         log.info(
             "journal recovered",
-            pending_studies=len(pending),
+            pending_studies=restored,
             outbox=self._journal.outbox_depth(),
             spool_leftovers_removed=len(leftovers),
         )
@@ -267,6 +271,13 @@ class ListenerService:
                 for study_uid in result.reopened:
                     self._aggregator.restore(self._journal.study_records(study_uid), now)
                     log.info("study re-opened by a late instance", study_uid=study_uid)
+                for study_uid in result.emptied:
+                    log.warning(
+                        "instance moved to another study, leaving its old study empty",
+                        old_study_uid=study_uid,
+                        study_uid=record.study_uid,
+                        sop_instance_uid=record.sop_instance_uid,
+                    )
                 newly_pending = record.study_uid not in self._aggregator
                 self._aggregator.add(record, now)
                 if newly_pending or result.reopened:

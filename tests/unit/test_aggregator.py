@@ -185,3 +185,13 @@ def test_study_older_than_max_age_is_due_even_while_instances_keep_coming() -> N
             assert due(aggregator, second) == []
 
     assert aggregator.due(now=20) == [("1", "max-age")]
+
+
+def test_restored_study_keeps_its_max_age_clock() -> None:
+    """After a restart the max age counts from when the study became pending, not from recovery."""
+    aggregator = Aggregator(quiet_period=10, max_age=30)
+    aggregator.restore([record("1", "1.1", "1.1.1")], last_arrival=16, first_arrival=0)
+    aggregator.add(record("1", "1.1", "1.1.2"), now=24)
+
+    assert aggregator.due(now=29) == []
+    assert aggregator.due(now=30) == [("1", "max-age")]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.journal import SCHEMA_VERSION, Change, Journal, OutboxMessage
+from listener.journal import SCHEMA_VERSION, Change, Journal, OutboxMessage, StudyRow
 from listener.model import InstanceRecord
 
 RECORD = InstanceRecord(
@@ -156,3 +156,90 @@ def test_one_fsync_makes_every_earlier_commit_durable(
         journal.make_durable(result.sequence)
 
     assert len(synced) == 1
+
+
+def test_opened_at_is_the_first_arrival_of_the_pending_period(tmp_path: Path) -> None:
+    """A pending study keeps the time it became pending; a re-open after publishing starts anew."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(RECORD, 1.0)
+    journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.2"), 5.0)
+    assert journal.study("1.2") == StudyRow("1.2", "pending", 0, None, 5.0, 1.0)
+
+    journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=6.0)
+    journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.3"), 9.0)
+
+    [row] = journal.pending_studies()
+    assert (row.last_received_at, row.opened_at) == (9.0, 9.0)
+
+
+def test_a_schema_2_journal_gains_opened_at(tmp_path: Path) -> None:
+    """A journal without studies.opened_at opens; its pending studies count from last arrival."""
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    journal.add_instance(RECORD, 1.0)
+    journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.2"), 4.0)
+    journal.close()
+    old = sqlite3.connect(path)
+    old.execute("ALTER TABLE studies DROP COLUMN opened_at")
+    old.execute("PRAGMA user_version=2")
+    old.commit()
+    old.close()
+
+    [row] = Journal(path).pending_studies()
+
+    assert (row.last_received_at, row.opened_at) == (4.0, 4.0)
+
+
+def test_instance_moving_out_of_an_unpublished_study_forgets_that_study(tmp_path: Path) -> None:
+    """Its only instance re-sent under another Study UID: the old study is not left pending."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(RECORD, 1.0)
+
+    result = journal.add_instance(replace(RECORD, study_uid="7.7"), 2.0)
+
+    assert result.change is Change.CHANGED and result.emptied == ("1.2",)
+    assert journal.study("1.2") is None
+    assert [row.study_uid for row in journal.pending_studies()] == ["7.7"]
+
+
+def test_instance_moving_out_of_a_published_study_keeps_it_published(tmp_path: Path) -> None:
+    """A published study left empty keeps its state and version; nothing re-opens it."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(RECORD, 1.0)
+    journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
+
+    result = journal.add_instance(replace(RECORD, study_uid="7.7"), 3.0)
+
+    assert result.reopened == () and result.emptied == ("1.2",)
+    row = journal.study("1.2")
+    assert row is not None and (row.state, row.version) == ("published", 1)
+
+
+def test_instance_moving_out_of_a_study_with_others_reopens_it(tmp_path: Path) -> None:
+    """A published study that keeps other instances is pending again, to publish without it."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(RECORD, 1.0)
+    journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.2"), 1.0)
+    journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
+
+    result = journal.add_instance(replace(RECORD, study_uid="7.7"), 3.0)
+
+    assert result.reopened == ("1.2",) and result.emptied == ()
+
+
+def test_settle_if_empty_only_touches_studies_without_records(tmp_path: Path) -> None:
+    """A pending study with records stays pending; one without is taken out of pending."""
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    journal.add_instance(RECORD, 1.0)
+    journal.add_instance(replace(RECORD, study_uid="3.3", sop_instance_uid="3.3.1"), 1.0)
+    journal.close()
+    legacy = sqlite3.connect(path)  # what a move left behind before schema 3
+    legacy.execute("DELETE FROM instances WHERE study_uid = '3.3'")
+    legacy.commit()
+    legacy.close()
+    journal = Journal(path)
+
+    assert journal.settle_if_empty("1.2") is False
+    assert journal.settle_if_empty("3.3") is True
+    assert [row.study_uid for row in journal.pending_studies()] == ["1.2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pydicom
 import pytest
 
 from listener.config import load_settings
+from listener.journal import Journal
 from listener.model import StoreOutcome
 from listener.publisher import Message, PublishError
 from listener.scp import IncomingInstance
@@ -350,3 +352,80 @@ def test_restart_reports_journaled_instances_whose_file_is_missing(
     [recovered] = [line for line in lines if line["event"] == "journal recovered"]
     assert recovered["pending_studies"] == 1 and recovered["spool_leftovers_removed"] == 1
     assert not (tmp_path / "data" / "spool" / "half-written.dcm").exists()
+
+
+def with_study_uid(tmp_path: Path, source: Path, study_uid: str) -> Path:
+    """A copy of ``source`` whose instance claims to belong to ``study_uid``."""
+    dataset = pydicom.dcmread(source)
+    dataset.StudyInstanceUID = study_uid
+    target = tmp_path / f"moved-{study_uid}.dcm"
+    dataset.save_as(target)
+    return target
+
+
+def test_max_study_age_keeps_counting_across_a_restart(tmp_path: Path, clock: FakeClock) -> None:
+    """A study's max age counts from its first instance, also when the listener restarted since."""
+    ages = {"LISTENER_AGGREGATOR__MAX_STUDY_AGE_SECONDS": "30"}
+    files = dicom_files(DICOMDIR_TESTS / "77654033" / "CT2")
+    service = make_service(tmp_path, FakePublisher(), clock, **ages)
+    for path in files[:3]:  # at 1000, 1008, 1016: never 10 s quiet
+        service.receive(spooled(tmp_path, path))
+        clock.now += 8
+    service.journal.close()
+
+    publisher = FakePublisher()
+    restarted = make_service(tmp_path, publisher, clock, **ages)
+    restarted.start()
+    try:
+        clock.now = 1024
+        restarted.receive(spooled(tmp_path, files[3]))
+        clock.now = 1030
+        wait_for(lambda: publisher.messages, timeout=10, what="the max-age publication")
+    finally:
+        restarted.stop(grace_seconds=1)
+
+    [message] = publisher.messages
+    assert message.headers["completion_reason"] == "max-age"
+
+
+def test_instance_re_sent_under_another_study_leaves_no_stale_pending_study(
+    tmp_path: Path, clock: FakeClock, json_logs: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """The old study of a moved instance is dropped, logged, and only the new one is published."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    original = PYDICOM_TEST_FILES / "CT_small.dcm"
+    service.receive(spooled(tmp_path, original))
+    old_study = pydicom.dcmread(original).StudyInstanceUID
+
+    moved = with_study_uid(tmp_path, original, "1.2.826.0.1.3680043.2.1125.99.7")
+    assert service.receive(spooled(tmp_path, moved)) is StoreOutcome.STORED
+    clock.now += 10
+    service.finish_due_studies()
+
+    assert service.journal.study(old_study) is None
+    assert [r["identifier"][0]["value"] for r in outbox_messages(service)] == [
+        "urn:oid:1.2.826.0.1.3680043.2.1125.99.7"
+    ]
+    [warning] = [line for line in json_logs() if line["event"].startswith("instance moved")]
+    assert warning["old_study_uid"] == old_study
+
+
+def test_restart_settles_a_pending_study_left_without_instances(
+    tmp_path: Path, clock: FakeClock, json_logs: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A pending study with no records (left by an older release) is not carried as pending."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    service.receive(spooled(tmp_path, PYDICOM_TEST_FILES / "CT_small.dcm"))
+    service.journal.close()
+    legacy = sqlite3.connect(tmp_path / "data" / "journal.sqlite3")
+    legacy.execute("DELETE FROM instances")
+    legacy.commit()
+    legacy.close()
+
+    restarted = make_service(tmp_path, FakePublisher(), clock)
+    restarted.start()
+    restarted.stop(grace_seconds=1)
+
+    [recovered] = [line for line in json_logs() if line["event"] == "journal recovered"]
+    assert recovered["pending_studies"] == 0
+    assert Journal(tmp_path / "data" / "journal.sqlite3").pending_studies() == []
