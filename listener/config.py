@@ -95,7 +95,7 @@ class DicomSettings:
     )
     remote_aes: dict[str, str] = _setting(
         {},
-        'Peers we connect to (storage commitment reports): AE title = "host:port".',
+        'Peers we connect to (commitment reports): AE title = "host:port"; TLS if tls is on.',
         checks.remote_aes,
     )
     tls: DicomTlsSettings = field(default_factory=DicomTlsSettings)

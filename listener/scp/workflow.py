@@ -3,7 +3,7 @@
 The decisions are the service's (:class:`WorkflowSink`); this module speaks DICOM. A commitment
 result (N-EVENT-REPORT) goes back on the requesting association when it is still open and the
 requestor accepted it there (SCP role negotiated), else on a new association to the requestor,
-whose address comes from ``dicom.remote_aes``.
+whose address comes from ``dicom.remote_aes``; that association uses TLS when ``dicom.tls`` is on.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pynetdicom.dimse_primitives import N_ACTION, N_CREATE, N_SET
 
 from listener.config import DicomSettings
 from listener.logging import get_logger
+from listener.scp.guard import client_tls_context
 from listener.workflow import Status
 
 log = get_logger("listener.scp.workflow")
@@ -176,9 +177,22 @@ class WorkflowHandlers:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         # We request the association but act as the SOP class's SCP: negotiate that role.
         role = build_role(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
-        association = ae.associate(host, int(port), ae_title=calling_ae.strip(), ext_neg=[role])
+        # A site that requires TLS inbound gets it outbound too: verified against
+        # dicom.tls.ca_file, presenting our certificate.
+        tls = client_tls_context(self._settings.tls) if self._settings.tls.cert_file else None
+        association = ae.associate(
+            host,
+            int(port),
+            ae_title=calling_ae.strip(),
+            ext_neg=[role],
+            tls_args=(tls, host) if tls is not None else None,
+        )
         if not association.is_established:
-            log.warning("commitment requestor did not accept an association", calling_ae=calling_ae)
+            log.warning(
+                "commitment requestor did not accept an association",
+                calling_ae=calling_ae,
+                tls=tls is not None,
+            )
             return False
         try:
             return _send(association, report, event_type)

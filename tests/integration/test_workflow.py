@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B.imagingstudy import ImagingStudy
@@ -12,6 +14,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 
+from tests.certs import CertificateAuthority
 from tests.conftest import ListenerFactory
 from tests.modality import (
     CT_IMAGE_STORAGE,
@@ -49,7 +52,10 @@ def received_report(reports: list[tuple[int, Dataset]]) -> Any:
 
 
 def modality_association(
-    listener: ListenerProcess, *, commitment_role: bool = False
+    listener: ListenerProcess,
+    *,
+    commitment_role: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> ReportingAssociation:
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
@@ -63,7 +69,12 @@ def modality_association(
         roles = [build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)]
         handlers = [(evt.EVT_N_EVENT_REPORT, received_report(reports))]
     association = ae.associate(
-        "127.0.0.1", listener.port, ae_title="DICOM-LISTENER", ext_neg=roles, evt_handlers=handlers
+        "127.0.0.1",
+        listener.port,
+        ae_title="DICOM-LISTENER",
+        ext_neg=roles,
+        evt_handlers=handlers,
+        tls_args=(tls, "localhost") if tls is not None else None,
     )
     assert association.is_established
     return ReportingAssociation(association, reports)
@@ -272,18 +283,28 @@ def test_storage_commitment_answers_on_the_same_association(
 class CommitmentReceiver:
     """The modality's own SCP, receiving the commitment result on a new association."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
         self.reports: list[tuple[int, Dataset]] = []
+        self.peer_certificates: list[Any] = []
         self._ae = AE(ae_title="MODALITY")
         self._ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=True)
         server = self._ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
-            evt_handlers=[(evt.EVT_N_EVENT_REPORT, received_report(self.reports))],
+            evt_handlers=[
+                (evt.EVT_N_EVENT_REPORT, received_report(self.reports)),
+                (evt.EVT_ESTABLISHED, self._note_peer),
+            ],
+            ssl_context=tls,
         )
         assert server is not None
         self._server = server
+
+    def _note_peer(self, event: evt.Event) -> None:
+        connection = event.assoc.dul.socket.socket  # type: ignore[union-attr]
+        if isinstance(connection, ssl.SSLSocket):
+            self.peer_certificates.append(connection.getpeercert())
 
     def close(self) -> None:
         self._server.shutdown()
@@ -315,6 +336,45 @@ def test_storage_commitment_answers_on_a_new_association_when_the_first_is_gone(
     [(event_type, report)] = receiver.reports
     assert event_type == 1
     assert report_uids(report) == ({str(d.SOPInstanceUID) for d in study}, {})
+
+
+def test_storage_commitment_result_goes_over_tls_when_the_listener_uses_tls(
+    start_listener: ListenerFactory, tmp_path: Path
+) -> None:
+    """With dicom.tls on, the new association to the requestor is TLS, with our certificate."""
+    ca = CertificateAuthority(tmp_path)
+    ours = ca.issue("listener", server=True, client=True)
+    theirs = ca.issue("modality", server=True, client=True)
+    receiver_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca.pem.cert))
+    receiver_tls.load_cert_chain(str(theirs.cert), str(theirs.key))
+    receiver_tls.verify_mode = ssl.CERT_REQUIRED  # plain TCP or no certificate: refused
+    receiver = CommitmentReceiver(tls=receiver_tls)
+    try:
+        listener = start_listener(
+            quiet_period=600,
+            LISTENER_DICOM__TLS__CERT_FILE=str(ours.cert),
+            LISTENER_DICOM__TLS__KEY_FILE=str(ours.key),
+            LISTENER_DICOM__TLS__CA_FILE=str(ca.pem.cert),
+            LISTENER_DICOM__REMOTE_AES=json.dumps({"MODALITY": f"127.0.0.1:{receiver.port}"}),
+        )
+        study = make_study(1, series=1)
+        client_tls = ssl.create_default_context(cafile=str(ca.pem.cert))
+        client_tls.load_cert_chain(str(theirs.cert), str(theirs.key))
+        association = modality_association(listener, tls=client_tls)
+        association.send_c_store(study[0])
+        association.send_n_action(
+            commitment_request(study, []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+        )
+        association.release()
+
+        wait_for(lambda: receiver.reports, timeout=20, what="the report over TLS")
+    finally:
+        receiver.close()
+
+    [(event_type, report)] = receiver.reports
+    assert event_type == 1 and report_uids(report)[0] == {str(study[0].SOPInstanceUID)}
+    [certificate] = receiver.peer_certificates
+    assert ("commonName", "listener") in [name for rdn in certificate["subject"] for name in rdn]
 
 
 def test_storage_commitment_after_a_restart_commits_what_was_stored_before(
