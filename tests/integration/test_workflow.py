@@ -310,6 +310,19 @@ class CommitmentReceiver:
         self._server.shutdown()
 
 
+def store_then_request_commitment(
+    association: ReportingAssociation, study: list[Dataset], receiver: CommitmentReceiver
+) -> None:
+    """Store ``study``, ask for its commitment, release at once, wait for the receiver's report."""
+    for dataset in study:
+        association.send_c_store(dataset)
+    association.send_n_action(
+        commitment_request(study, []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+    )
+    association.release()
+    wait_for(lambda: receiver.reports, timeout=20, what="the report on a new association")
+
+
 def test_storage_commitment_answers_on_a_new_association_when_the_first_is_gone(
     start_listener: ListenerFactory,
 ) -> None:
@@ -321,15 +334,7 @@ def test_storage_commitment_answers_on_a_new_association_when_the_first_is_gone(
             LISTENER_DICOM__REMOTE_AES=json.dumps({"MODALITY": f"127.0.0.1:{receiver.port}"}),
         )
         study = make_study(2, series=1)
-        association = modality_association(listener)
-        for dataset in study:
-            association.send_c_store(dataset)
-        association.send_n_action(
-            commitment_request(study, []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
-        )
-        association.release()
-
-        wait_for(lambda: receiver.reports, timeout=20, what="the report on a new association")
+        store_then_request_commitment(modality_association(listener), study, receiver)
     finally:
         receiver.close()
 
@@ -361,13 +366,7 @@ def test_storage_commitment_result_goes_over_tls_when_the_listener_uses_tls(
         client_tls = ssl.create_default_context(cafile=str(ca.pem.cert))
         client_tls.load_cert_chain(str(theirs.cert), str(theirs.key))
         association = modality_association(listener, tls=client_tls)
-        association.send_c_store(study[0])
-        association.send_n_action(
-            commitment_request(study, []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
-        )
-        association.release()
-
-        wait_for(lambda: receiver.reports, timeout=20, what="the report over TLS")
+        store_then_request_commitment(association, study, receiver)
     finally:
         receiver.close()
 
