@@ -1,8 +1,12 @@
-"""Is a received DICOM file whole? A structural walk of its element lengths, reading no values.
+"""Is a received DICOM file whole? A structural walk of its element lengths.
 
 pydicom reads a truncated dataset silently (short values, missing elements), and the header reader
 stops before the pixel data anyway. This walk follows every element's declared length, sequences
 and encapsulated fragments included, and reports a file that ends before its structure does.
+
+The same pass copies out the raw values of the few top-level elements the header reader asks
+for, so that a well-formed file is parsed once, not twice (listener.header builds its dataset
+from them). Values are never decoded here.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from dataclasses import dataclass, field
 
 _META_GROUP = 0x0002
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -35,21 +40,54 @@ _IMPLICIT_LE, _EXPLICIT_BE, _DEFLATED = (
     "1.2.840.10008.1.2.1.99",
 )
 _MAX_DEPTH = 32
+# A wanted value larger than this is not copied: the header reader parses such a file itself.
+_MAX_COPIED_VALUE = 1024 * 1024
+_SEQUENCE_DELIMITER_SIZE = 8
 
 
 class Truncated(Exception):
     """The file ends, or is malformed, before its declared structure does."""
 
 
-class _Walker:
-    """Follows element headers through a memory-mapped file by offset; values are never read."""
+@dataclass(frozen=True, slots=True)
+class RawValue:
+    """A top-level element's encoded value as found in the file."""
 
-    def __init__(self, data: mmap.mmap, *, implicit: bool, little: bool) -> None:
+    vr: str | None  # None: implicit VR (from the dictionary)
+    offset: int  # of the value in the file
+    value: bytes  # an undefined-length sequence's items, without its delimiter
+
+
+@dataclass
+class Scan:
+    """What the walk found. ``elements`` is only complete when ``usable``."""
+
+    transfer_syntax: str = ""
+    implicit: bool = True
+    little: bool = True
+    usable: bool = False  # False: not walked (no File Meta, deflated) or unusual encoding
+    elements: dict[int, RawValue] = field(default_factory=dict)
+
+
+class _Walker:
+    """Follows element headers through a memory-mapped file by offset, copying wanted values."""
+
+    def __init__(
+        self,
+        data: mmap.mmap,
+        *,
+        implicit: bool,
+        little: bool,
+        wanted: frozenset[int] = frozenset(),
+    ) -> None:
         self._data = data
         self._size = len(data)
         self._implicit = implicit
         self._order = "<" if little else ">"
+        self._wanted = wanted
         self.offset = 0
+        self.found: dict[int, RawValue] = {}
+        self.unusual = False  # an encoding pydicom reads differently from a plain walk
 
     def _unpack(self, fmt: str, count: int) -> tuple[int, ...]:
         if self.offset + count > self._size:
@@ -77,6 +115,7 @@ class _Walker:
                 self._unpack("I", 4)
                 return
             vr, length = self._length(tag)
+            start = self.offset
             if length != _UNDEFINED:
                 self._skip(length, end)
             elif vr == b"UN" and not self._implicit:
@@ -87,8 +126,28 @@ class _Walker:
                 self.offset = inner.offset
             else:
                 self.items(end, depth + 1)
+            if depth == 0:
+                if vr == b"" and not self._implicit:
+                    self.unusual = True  # pydicom then reads the whole dataset as implicit VR
+                if tag in self._wanted:
+                    self._copy(tag, vr, start, length)
         if until_item_end:
             raise Truncated("item without its delimiter")
+
+    def _copy(self, tag: int, vr: bytes, start: int, length: int) -> None:
+        """Keep a wanted element's raw value (an undefined-length one must be a sequence)."""
+        if length == _UNDEFINED:
+            if vr not in (b"", b"SQ"):
+                self.unusual = True
+                return
+            vr, stop = b"SQ", self.offset - _SEQUENCE_DELIMITER_SIZE
+        else:
+            stop = start + length
+        if stop - start > _MAX_COPIED_VALUE:
+            self.unusual = True
+            return
+        name = vr.decode("ascii") if vr else None
+        self.found[tag] = RawValue(name, start, bytes(self._data[start:stop]))
 
     def items(self, end: int, depth: int) -> None:
         """Walk items (sequence items or encapsulated fragments) up to the sequence delimiter."""
@@ -123,11 +182,12 @@ class _Walker:
         return vr, self._unpack("H", 2)[0]
 
 
-def check_complete(path: str) -> None:
-    """Raise :class:`Truncated` when the DICOM file at ``path`` ends before its structure does.
+def scan(path: str, wanted: frozenset[int] = frozenset()) -> Scan:
+    """Walk the DICOM file at ``path``; raise :class:`Truncated` if it ends before its structure.
 
-    Files without a File Meta header, or deflated ones (their structure is compressed), are not
-    checked: pynetdicom always writes a File Meta header, naming the negotiated syntax.
+    The result carries the raw values of the ``wanted`` top-level tags. Files without a File
+    Meta header, or deflated ones (their structure is compressed), are not walked (``usable``
+    False): pynetdicom always writes a File Meta header, naming the negotiated syntax.
     """
     with open(path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
@@ -135,20 +195,26 @@ def check_complete(path: str) -> None:
             raise Truncated("shorter than a DICOM file header")
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
             if data[128:132] != b"DICM":
-                return
+                return Scan()
             meta = _Walker(data, implicit=False, little=True)
             meta.offset = 132
             syntax = _meta_transfer_syntax(meta, data)
             if syntax == _DEFLATED:
-                return
-            walker = _Walker(data, implicit=syntax == _IMPLICIT_LE, little=syntax != _EXPLICIT_BE)
+                return Scan(transfer_syntax=syntax)
+            implicit, little = (syntax or _IMPLICIT_LE) == _IMPLICIT_LE, syntax != _EXPLICIT_BE
+            walker = _Walker(data, implicit=implicit, little=little, wanted=wanted)
             walker.offset = meta.offset
             walker.elements(size)
+            usable = bool(syntax) and not walker.unusual
+            return Scan(syntax, implicit, little, usable, walker.found)
 
 
 def _meta_transfer_syntax(walker: _Walker, data: mmap.mmap) -> str:
-    """Read the File Meta group (explicit VR little endian), leaving ``walker`` at the dataset."""
-    syntax = _IMPLICIT_LE
+    """Read the File Meta group (explicit VR little endian), leaving ``walker`` at the dataset.
+
+    "" when the group names no transfer syntax (the dataset is then walked as implicit VR).
+    """
+    syntax = ""
     while walker.offset + 2 <= len(data):
         (group,) = struct.unpack_from("<H", data, walker.offset)
         if group != _META_GROUP:

@@ -1,8 +1,11 @@
 """Read a received instance's header into an InstanceRecord, never touching its pixel data.
 
-Parsing stops before Pixel Data and defers any other large value, so memory does not grow with the
-size of the instance. Every attribute is read defensively: a malformed optional value becomes empty
-instead of failing the whole instance; only a missing or invalid identifying UID rejects it.
+A file walked by :func:`listener.completeness.scan` is read from the raw values that walk copied
+out (only the top-level elements in :data:`HEADER_KEYWORDS`), so it is parsed once; any other file
+is parsed by pydicom, stopping before Pixel Data and deferring other large values, so memory does
+not grow with the size of the instance. Every attribute is read defensively: a malformed optional
+value becomes empty instead of failing the whole instance; only a missing or invalid identifying
+UID rejects it.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from typing import Any
 
 import pydicom
 import pydicom.config
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 
+from listener.completeness import Scan
 from listener.model import Code, InstanceRecord, Issuer
 
 # Values larger than this are not read into memory while parsing (pydicom reads them on access).
@@ -27,6 +34,57 @@ _UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX_LENGTH = 64
 # C0 controls and DEL, except tab, line feed and carriage return: FHIR strings cannot carry them.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+# Every top-level attribute record_from_dataset reads (items of its sequences come with them).
+HEADER_KEYWORDS = (
+    "SpecificCharacterSet",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "InstanceNumber",
+    "ContentLabel",
+    "DocumentTitle",
+    "ConceptNameCodeSequence",
+    "ImageLaterality",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+    "Laterality",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "SpecimenDescriptionSequence",
+    "StudyDate",
+    "StudyTime",
+    "TimezoneOffsetFromUTC",
+    "AccessionNumber",
+    "IssuerOfAccessionNumberSequence",
+    "StudyID",
+    "StudyDescription",
+    "StudyComments",
+    "RequestAttributesSequence",
+    "RequestedProcedureComments",
+    "RequestedProcedureID",
+    "ProcedureCodeSequence",
+    "ReasonForRequestedProcedureCodeSequence",
+    "ReasonForTheRequestedProcedure",
+    "ReferringPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "InstitutionName",
+    "InstitutionalDepartmentName",
+    "AdmissionID",
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+)
+HEADER_TAGS = frozenset(int(tag_for_keyword(keyword) or 0) for keyword in HEADER_KEYWORDS)
 
 
 class HeaderProblem(enum.Enum):
@@ -60,8 +118,14 @@ def configure_lenient_reading() -> None:
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
-def read_record(path: Path) -> InstanceRecord:
-    """Parse the header of the DICOM file at ``path`` into a record (file and size left unset)."""
+def read_record(path: Path, scanned: Scan | None = None) -> InstanceRecord:
+    """The record of the DICOM file at ``path`` (file and size left unset).
+
+    ``scanned``: the file's :func:`~listener.completeness.scan` with :data:`HEADER_TAGS`, used
+    instead of parsing the file again when it is ``usable``.
+    """
+    if scanned is not None and scanned.usable:
+        return record_from_dataset(_dataset_from_scan(scanned), scanned.transfer_syntax)
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER_SIZE)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
@@ -69,8 +133,26 @@ def read_record(path: Path) -> InstanceRecord:
     return record_from_dataset(dataset)
 
 
-def record_from_dataset(dataset: Dataset) -> InstanceRecord:
-    """Build a record from an already parsed dataset."""
+def _dataset_from_scan(scanned: Scan) -> Dataset:
+    """A dataset of the scanned raw values, decoded lazily by pydicom as when it reads a file."""
+    return Dataset(
+        {
+            Tag(tag): RawDataElement(
+                Tag(tag),
+                raw.vr,
+                len(raw.value),
+                raw.value,
+                raw.offset,
+                scanned.implicit,
+                scanned.little,
+            )
+            for tag, raw in scanned.elements.items()
+        }
+    )
+
+
+def record_from_dataset(dataset: Dataset, transfer_syntax: str | None = None) -> InstanceRecord:
+    """Build a record from a parsed dataset (transfer syntax from its File Meta if not given)."""
     uids = {
         keyword: clean_uid(_value(dataset, keyword))
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -81,14 +163,16 @@ def record_from_dataset(dataset: Dataset) -> InstanceRecord:
     invalid = [keyword for keyword, uid in uids.items() if not is_valid_uid(uid)]
     if invalid:
         raise HeaderError(HeaderProblem.INVALID_UID, ", ".join(invalid))
-    meta = getattr(dataset, "file_meta", None)
+    if transfer_syntax is None:
+        meta = getattr(dataset, "file_meta", None)
+        transfer_syntax = _value(meta, "TransferSyntaxUID") if meta else ""
     requests = list(_items(dataset, "RequestAttributesSequence"))
     return InstanceRecord(
         study_uid=uids["StudyInstanceUID"],
         series_uid=uids["SeriesInstanceUID"],
         sop_instance_uid=uids["SOPInstanceUID"],
         sop_class_uid=uids["SOPClassUID"],
-        transfer_syntax_uid=clean_uid(_value(meta, "TransferSyntaxUID")) if meta else "",
+        transfer_syntax_uid=clean_uid(transfer_syntax),
         **_instance_fields(dataset),
         **_series_fields(dataset),
         **_study_fields(dataset, requests),

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 
 from listener.aggregator import Aggregator
-from listener.completeness import Truncated, check_complete
+from listener.completeness import Scan, Truncated, scan
 from listener.config import Settings
 from listener.finisher import Completion, StudyFinisher, fhir_options
 from listener.header import (
+    HEADER_TAGS,
     HeaderError,
     HeaderProblem,
     clean_uid,
@@ -207,11 +208,11 @@ class ListenerService:
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         """Make one received instance durable; success only once its record is committed."""
         size = incoming.path.stat().st_size
-        refused = self._screen(incoming, size)
-        if refused is not None:
-            return refused
+        screened = self._screen(incoming, size)
+        if isinstance(screened, StoreOutcome):
+            return screened
         try:
-            record = read_record(incoming.path)
+            record = read_record(incoming.path, screened)
         except HeaderError as exc:
             log.warning("instance refused", reason=str(exc), calling_ae=incoming.calling_ae)
             return _OUTCOME_FOR_PROBLEM[exc.problem]
@@ -240,8 +241,8 @@ class ListenerService:
             )
             return StoreOutcome.OUT_OF_RESOURCES if full else StoreOutcome.FAILED
 
-    def _screen(self, incoming: IncomingInstance, size: int) -> StoreOutcome | None:
-        """Refuse an instance that is too large or truncated before parsing it."""
+    def _screen(self, incoming: IncomingInstance, size: int) -> StoreOutcome | Scan:
+        """Refuse an instance that is too large or truncated; else its scan, for the header."""
         if size > self._settings.dicom.max_instance_mb * _MB:
             incoming.path.unlink(missing_ok=True)
             log.warning(
@@ -252,7 +253,7 @@ class ListenerService:
             )
             return StoreOutcome.TOO_LARGE
         try:
-            check_complete(str(incoming.path))
+            return scan(str(incoming.path), HEADER_TAGS)
         except Truncated as exc:
             log.warning(
                 "instance refused", reason=f"truncated: {exc}", calling_ae=incoming.calling_ae
@@ -260,7 +261,6 @@ class ListenerService:
             return StoreOutcome.TRUNCATED
         except OSError:
             return StoreOutcome.NOT_DICOM
-        return None
 
     def _commit(self, record: InstanceRecord) -> StoreOutcome:
         now = self._clock()

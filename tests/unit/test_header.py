@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from listener.header import HeaderError, HeaderProblem, read_record, record_from_dataset
-from tests.support import PYDICOM_TEST_FILES
+from listener.completeness import Scan, Truncated, scan
+from listener.header import (
+    HEADER_KEYWORDS,
+    HEADER_TAGS,
+    HeaderError,
+    HeaderProblem,
+    read_record,
+    record_from_dataset,
+)
+from listener.model import InstanceRecord
+from tests.support import PYDICOM_CHARSET_FILES, PYDICOM_TEST_FILES, dicom_files
 
 
 def test_ct_small_header_becomes_a_record() -> None:
@@ -107,3 +119,62 @@ def test_pixel_data_is_never_read_into_memory(tmp_path: Path) -> None:
 
     assert record.sop_instance_uid
     assert peak < 4 * 1024 * 1024
+
+
+def _outcome(path: Path, walked: Scan | None) -> InstanceRecord | str:
+    """The record read from ``path``, or the problem it was refused for."""
+    try:
+        return read_record(path, walked)
+    except HeaderError as exc:
+        return exc.problem.value
+
+
+def test_single_pass_reading_agrees_with_pydicom_on_every_test_file() -> None:
+    """Read from the walk's raw values, each pydicom test file gives pydicom's own record."""
+    agreed = 0
+    for path in [*dicom_files(PYDICOM_TEST_FILES), *dicom_files(PYDICOM_CHARSET_FILES)]:
+        try:
+            walked = scan(str(path), HEADER_TAGS)
+        except (Truncated, OSError):
+            continue
+        if walked.usable:
+            assert _outcome(path, walked) == _outcome(path, None), path.name
+            agreed += 1
+
+    assert agreed > 150  # most files take the single pass; the comparison is not vacuous
+
+
+def test_files_the_walk_cannot_vouch_for_are_parsed_by_pydicom(tmp_path: Path) -> None:
+    """A deflated file, or one whose dataset contradicts its explicit VR syntax, is read fully."""
+    source = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")  # explicit VR little endian
+    meta, body = DicomBytesIO(), DicomBytesIO()
+    meta.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(meta, source.file_meta)
+    body.is_little_endian, body.is_implicit_VR = True, True
+    write_dataset(body, source)
+    mislabelled = tmp_path / "implicit-inside.dcm"
+    mislabelled.write_bytes(meta.getvalue() + body.getvalue())
+
+    for path in (PYDICOM_TEST_FILES / "image_dfl.dcm", mislabelled):
+        walked = scan(str(path), HEADER_TAGS)
+        assert not walked.usable, path.name
+        assert read_record(path, walked) == read_record(path)
+    assert read_record(mislabelled, scan(str(mislabelled), HEADER_TAGS)).modality == "CT"
+
+
+def test_header_keywords_name_every_top_level_attribute_read() -> None:
+    """The walk copies every top-level attribute the record is built from (HEADER_KEYWORDS)."""
+    read: set[str] = set()
+
+    class Watched(Dataset):
+        def get(self, key: Any, default: Any = None) -> Any:
+            if isinstance(key, str):
+                read.add(key)
+            return super().get(key, default)
+
+    dataset = Watched(pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm"))
+    dataset.RequestAttributesSequence = [Dataset()]
+
+    record_from_dataset(dataset)
+
+    assert read and read <= set(HEADER_KEYWORDS)
