@@ -1,7 +1,8 @@
 """The DICOM boundary; the only package that imports pynetdicom.
 
 ``server`` runs the Storage SCP, ``guard`` vets connections (TLS, deadlines, address rules),
-``contexts`` says what is accepted and which statuses are answered, ``verify`` is the C-ECHO SCU.
+``wakeup`` stops pynetdicom's per-association thread from polling, ``contexts`` says what is
+accepted and which statuses are answered, ``verify`` is the C-ECHO SCU.
 """
 
 from listener.scp.contexts import STATUS_FOR_OUTCOME, storage_sop_classes, transfer_syntaxes

@@ -18,8 +18,9 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -91,11 +92,58 @@ class _PduLimits:
             raise OSError(errno.EMSGSIZE, f"PDU type 0x{pdu_type:02X} of {length} bytes refused")
 
 
-class GuardedSocket(_PduLimits, socket.socket):
+class Wakeable:
+    """A connection whose reader can wait for incoming data or a wake-up, whichever comes first.
+
+    The wake-up channel is a socket pair owned by the connection and closed with it
+    (:mod:`listener.scp.wakeup` explains why pynetdicom's DUL thread needs it).
+    """
+
+    _wake_pair: tuple[socket.socket, socket.socket] | None = None
+
+    def enable_wakeups(self) -> None:
+        """Create the wake-up channel (before the connection is handed to pynetdicom)."""
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._wake_pair = (reader, writer)
+
+    def wake(self) -> None:
+        """Make a current or the next :meth:`wait_for_work` return at once."""
+        pair = self._wake_pair
+        if pair is not None:
+            with contextlib.suppress(OSError):  # closed meanwhile, or already full of wake-ups
+                pair[1].send(b"\0")
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return when data can be read, :meth:`wake` was called, or ``timeout`` passed."""
+        pair = self._wake_pair
+        if pair is None or (isinstance(self, ssl.SSLSocket) and self.pending()):
+            if pair is None:
+                time.sleep(timeout)
+            return
+        try:
+            readable = select.select([cast(socket.socket, self), pair[0]], [], [], timeout)[0]
+        except (OSError, ValueError):  # closed meanwhile: let the caller find out
+            time.sleep(timeout)
+            return
+        if pair[0] in readable:
+            with contextlib.suppress(OSError):
+                pair[0].recv(4096)
+
+    def close(self) -> None:
+        """Close the connection and its wake-up channel."""
+        pair, self._wake_pair = self._wake_pair, None
+        for end in pair or ():
+            end.close()
+        super().close()  # type: ignore[misc]  # the socket's close
+
+
+class GuardedSocket(Wakeable, _PduLimits, socket.socket):
     """A plain TCP connection with PDU length limits."""
 
 
-class GuardedSSLSocket(_PduLimits, ssl.SSLSocket):
+class GuardedSSLSocket(Wakeable, _PduLimits, ssl.SSLSocket):
     """A TLS connection with PDU length limits."""
 
 
@@ -212,8 +260,9 @@ class GuardedServer(ThreadedAssociationServer):
         finally:
             self._pending.release()
         if problem is None:
-            assert isinstance(sock, _PduLimits)
+            assert isinstance(sock, _PduLimits) and isinstance(sock, Wakeable)
             sock.max_p_data = self._max_p_data
+            sock.enable_wakeups()
             # Responses are small and awaited: never hold them back for Nagle's algorithm.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

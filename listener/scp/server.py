@@ -24,6 +24,7 @@ from listener.config import DicomSettings
 from listener.logging import get_logger
 from listener.metrics import Metrics
 from listener.model import StoreOutcome
+from listener.scp import wakeup
 from listener.scp.contexts import (
     STATUS_FOR_OUTCOME,
     VERIFICATION,
@@ -100,6 +101,7 @@ class DicomServer:
         tempfile.tempdir = str(self._spool_dir)
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"
+        wakeup.install()  # the DUL answers as soon as there is work, not at its next 1 ms poll
         settings = self._settings
         ae = _build_ae(settings, storage_sop_classes(), transfer_syntaxes())
         handlers: list[Any] = [
