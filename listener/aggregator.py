@@ -87,11 +87,9 @@ class Aggregator:
         """
         for record in records:
             self.add(record, last_arrival)
-        if first_arrival is not None:
-            for record in records:
-                study = self._studies.get(record.study_uid)
-                if study is not None:
-                    study.first_arrival = min(study.first_arrival, first_arrival)
+            if first_arrival is not None:
+                study = self._studies[record.study_uid]
+                study.first_arrival = min(study.first_arrival, first_arrival)
 
     def discard_instance(self, sop_instance_uid: str) -> None:
         """Forget one instance (it moved to another series or study); drop a study left empty."""

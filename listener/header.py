@@ -135,20 +135,19 @@ def read_record(path: Path, scanned: Scan | None = None) -> InstanceRecord:
 
 def _dataset_from_scan(scanned: Scan) -> Dataset:
     """A dataset of the scanned raw values, decoded lazily by pydicom as when it reads a file."""
-    return Dataset(
-        {
-            Tag(tag): RawDataElement(
-                Tag(tag),
-                raw.vr,
-                len(raw.value),
-                raw.value,
-                raw.offset,
-                scanned.implicit,
-                scanned.little,
-            )
-            for tag, raw in scanned.elements.items()
-        }
+    elements = (
+        RawDataElement(
+            Tag(tag),
+            raw.vr,
+            len(raw.value),
+            raw.value,
+            raw.offset,
+            scanned.implicit,
+            scanned.little,
+        )
+        for tag, raw in scanned.elements.items()
     )
+    return Dataset({element.tag: element for element in elements})
 
 
 def record_from_dataset(dataset: Dataset, transfer_syntax: str | None = None) -> InstanceRecord:

@@ -118,10 +118,11 @@ class Wakeable:
     def wait_for_work(self, timeout: float) -> None:
         """Return when data can be read, :meth:`wake` was called, or ``timeout`` passed."""
         pair = self._wake_pair
-        if pair is None or (isinstance(self, ssl.SSLSocket) and self.pending()):
-            if pair is None:
-                time.sleep(timeout)
+        if pair is None:
+            time.sleep(timeout)
             return
+        if isinstance(self, ssl.SSLSocket) and self.pending():
+            return  # decrypted data already buffered: select would not see it
         try:
             readable = select.select([cast(socket.socket, self), pair[0]], [], [], timeout)[0]
         except (OSError, ValueError):  # closed meanwhile: let the caller find out

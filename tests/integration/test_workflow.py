@@ -52,11 +52,13 @@ def received_report(reports: list[tuple[int, Dataset]]) -> Any:
 
 
 def modality_association(
-    listener: ListenerProcess,
+    port: int,
     *,
     commitment_role: bool = False,
     tls: ssl.SSLContext | None = None,
+    observers: list[Any] | None = None,
 ) -> ReportingAssociation:
+    """A modality's association to the listener on ``port`` (plus ``observers`` handlers)."""
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
     ae.add_requested_context(MPPS)
@@ -64,13 +66,13 @@ def modality_association(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     reports: list[tuple[int, Dataset]] = []
     roles: list[Any] = []
-    handlers: list[Any] = []
+    handlers: list[Any] = list(observers or [])
     if commitment_role:
         roles = [build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)]
-        handlers = [(evt.EVT_N_EVENT_REPORT, received_report(reports))]
+        handlers.append((evt.EVT_N_EVENT_REPORT, received_report(reports)))
     association = ae.associate(
         "127.0.0.1",
-        listener.port,
+        port,
         ae_title="DICOM-LISTENER",
         ext_neg=roles,
         evt_handlers=handlers,
@@ -89,7 +91,7 @@ def create_mpps(association: ReportingAssociation, study_uid: str) -> str:
 
 def perform(listener: ListenerProcess, study: list[Dataset]) -> tuple[ReportingAssociation, str]:
     """Start an MPPS for the study and store its instances; return the association and MPPS."""
-    association = modality_association(listener)
+    association = modality_association(listener.port)
     mpps_uid = create_mpps(association, str(study[0].StudyInstanceUID))
     for dataset in study:
         assert association.send_c_store(dataset).Status == 0x0000
@@ -145,7 +147,7 @@ def test_discontinued_before_any_instance_publishes_a_cancelled_study(
     """DISCONTINUED with no instances: a valid ImagingStudy with status cancelled, from the MPPS."""
     listener = start_listener(quiet_period=600)
     study_uid = generate_uid()
-    association = modality_association(listener)
+    association = modality_association(listener.port)
     mpps_uid = create_mpps(association, study_uid)
 
     status, _ = association.send_n_set(mpps_end("DISCONTINUED", []), MPPS, mpps_uid)
@@ -182,7 +184,7 @@ def test_registered_study_on_in_progress_then_available_as_version_2(
     """With publish_registered, IN PROGRESS publishes registered; the finished study is v2."""
     listener = start_listener(quiet_period=600, LISTENER_AGGREGATOR__PUBLISH_REGISTERED="true")
     study = make_study(2, series=1)
-    association = modality_association(listener)
+    association = modality_association(listener.port)
     mpps_uid = create_mpps(association, str(study[0].StudyInstanceUID))
     [registered] = amqp.drain(1, timeout=10)
     for dataset in study:
@@ -208,7 +210,7 @@ def test_mpps_requests_that_break_the_rules_get_the_standard_statuses(
 ) -> None:
     """Each rule broken gets its standard status (0x0112, 0x0106, 0x0120, 0x0111, 0x0110)."""
     listener = start_listener()
-    association = modality_association(listener)
+    association = modality_association(listener.port)
     study_uid = generate_uid()
 
     unknown, _ = association.send_n_set(mpps_end("COMPLETED", []), MPPS, generate_uid())
@@ -264,7 +266,7 @@ def test_storage_commitment_answers_on_the_same_association(
     listener = start_listener(quiet_period=600)
     study = make_study(2, series=1)
     unknown = generate_uid()
-    association = modality_association(listener, commitment_role=True)
+    association = modality_association(listener.port, commitment_role=True)
     for dataset in study:
         association.send_c_store(dataset)
 
@@ -334,7 +336,7 @@ def test_storage_commitment_answers_on_a_new_association_when_the_first_is_gone(
             LISTENER_DICOM__REMOTE_AES=json.dumps({"MODALITY": f"127.0.0.1:{receiver.port}"}),
         )
         study = make_study(2, series=1)
-        store_then_request_commitment(modality_association(listener), study, receiver)
+        store_then_request_commitment(modality_association(listener.port), study, receiver)
     finally:
         receiver.close()
 
@@ -365,7 +367,7 @@ def test_storage_commitment_result_goes_over_tls_when_the_listener_uses_tls(
         study = make_study(1, series=1)
         client_tls = ssl.create_default_context(cafile=str(ca.pem.cert))
         client_tls.load_cert_chain(str(theirs.cert), str(theirs.key))
-        association = modality_association(listener, tls=client_tls)
+        association = modality_association(listener.port, tls=client_tls)
         store_then_request_commitment(association, study, receiver)
     finally:
         receiver.close()
@@ -382,14 +384,14 @@ def test_storage_commitment_after_a_restart_commits_what_was_stored_before(
     """Instances stored before a restart are committed when asked after it."""
     first = start_listener(quiet_period=600)
     study = make_study(3, series=1)
-    association = modality_association(first)
+    association = modality_association(first.port)
     for dataset in study:
         association.send_c_store(dataset)
     association.release()
     assert first.stop() == 0
     second = start_listener(quiet_period=600, data_dir=first.data_dir)
 
-    association = modality_association(second, commitment_role=True)
+    association = modality_association(second.port, commitment_role=True)
     association.send_n_action(
         commitment_request(study, []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
     )

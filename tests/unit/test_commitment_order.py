@@ -7,18 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role, evt
+from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import N_ACTION
 
-from tests.integration.test_workflow import commitment_request, received_report, report_uids
-from tests.modality import (
-    CT_IMAGE_STORAGE,
-    STORAGE_COMMITMENT,
-    STORAGE_COMMITMENT_INSTANCE,
-    make_study,
+from tests.integration.test_workflow import (
+    commitment_request,
+    modality_association,
+    report_uids,
 )
+from tests.modality import STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, make_study
 from tests.support import free_port, wait_for
 from tests.unit.test_service import FakeClock, FakePublisher, make_service
 
@@ -40,39 +38,26 @@ def test_report_waits_for_a_late_n_action_response(
     port = free_port()
     service = make_service(tmp_path, FakePublisher(), FakeClock(), LISTENER_DICOM__PORT=str(port))
     service.start()
-    reports: list[tuple[int, Dataset]] = []
     received: list[str] = []
 
     def note(event: evt.Event) -> None:
         received.append(type(event.message).__name__)
 
     try:
-        ae = AE(ae_title="MODALITY")
-        ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
-        ae.add_requested_context(STORAGE_COMMITMENT)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-        association = ae.associate(
-            "127.0.0.1",
-            port,
-            ae_title="DICOM-LISTENER",
-            ext_neg=[build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)],
-            evt_handlers=[
-                (evt.EVT_N_EVENT_REPORT, received_report(reports)),
-                (evt.EVT_DIMSE_RECV, note),
-            ],
+        association = modality_association(
+            port, commitment_role=True, observers=[(evt.EVT_DIMSE_RECV, note)]
         )
-        assert association.is_established
         [dataset] = make_study(1, series=1)
         assert association.send_c_store(dataset).Status == 0x0000
         status, _ = association.send_n_action(
             commitment_request([dataset], []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
         )
-        wait_for(lambda: reports, timeout=10, what="the N-EVENT-REPORT")
+        wait_for(lambda: association.reports, timeout=10, what="the N-EVENT-REPORT")
         association.release()
     finally:
         service.stop(grace_seconds=1)
 
     assert status.Status == 0x0000
     assert received[-2:] == ["N_ACTION_RSP", "N_EVENT_REPORT_RQ"]
-    [(event_type, report)] = reports
+    [(event_type, report)] = association.reports
     assert event_type == 1 and report_uids(report)[0] == {str(dataset.SOPInstanceUID)}
