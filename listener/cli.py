@@ -12,7 +12,7 @@ import signal
 import ssl
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -20,6 +20,7 @@ from listener import __version__, admin
 from listener.config import (
     ConfigError,
     LoadedSettings,
+    Settings,
     broker_url,
     describe,
     load_settings,
@@ -27,9 +28,10 @@ from listener.config import (
     setting_value,
 )
 from listener.logging import configure_logging, get_logger
-from listener.publisher import PikaPublisher, broker_tls_context
+from listener.publisher import PikaPublisher, Publisher, broker_tls_context
 from listener.scp import client_tls_context, verify
 from listener.service import ListenerService
+from listener.sinks import DirectorySink, StdoutSink
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
 _SECRET_KEYS = {"amqp.url"}
@@ -46,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="PATH",
         help="TOML settings file; LISTENER_<SECTION>__<KEY> environment variables override it",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="stdout|DIR",
+        help="no broker: print each ImagingStudy as a JSON line (stdout) or write it to DIR "
+        "(sets output.kind and output.directory)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the listener in the foreground (the default)")
@@ -86,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dicom-listener`` console script."""
     args = _parser().parse_args(argv)
     try:
-        loaded = load_settings(args.config, os.environ)
+        loaded = load_settings(args.config, _with_output_option(os.environ, args.output))
     except ConfigError as exc:
         print(f"dicom-listener: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -97,6 +105,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("studies", "republish"):
         return _journal_command(loaded, args)
     return _run(loaded)
+
+
+def _with_output_option(environ: Mapping[str, str], output: str | None) -> dict[str, str]:
+    """The environment with ``--output`` applied (it wins over the file and the environment)."""
+    merged = dict(environ)
+    if output == "stdout":
+        merged["LISTENER_OUTPUT__KIND"] = "stdout"
+    elif output:
+        merged["LISTENER_OUTPUT__KIND"] = "directory"
+        merged["LISTENER_OUTPUT__DIRECTORY"] = output
+    return merged
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    """The destination ``output.kind`` names: RabbitMQ, a directory or standard output."""
+    output = settings.output
+    if output.kind == "stdout":
+        return StdoutSink()
+    if output.kind == "directory":
+        return DirectorySink(Path(output.directory))
+    amqp = settings.amqp
+    tls = (
+        broker_tls_context(
+            ca_file=amqp.tls.ca_file, cert_file=amqp.tls.cert_file, key_file=amqp.tls.key_file
+        )
+        if amqp.url.startswith("amqps://")
+        else None
+    )
+    return PikaPublisher(
+        broker_url(amqp),
+        exchange=amqp.exchange,
+        routing_key=amqp.routing_key,
+        queue=amqp.queue,
+        tls=tls,
+    )
 
 
 def _check_config(loaded: LoadedSettings) -> int:
@@ -155,21 +198,7 @@ def _run(loaded: LoadedSettings) -> int:
         include_phi=settings.logging.include_phi,
     )
     log = get_logger("listener")
-    amqp = settings.amqp
-    tls = (
-        broker_tls_context(
-            ca_file=amqp.tls.ca_file, cert_file=amqp.tls.cert_file, key_file=amqp.tls.key_file
-        )
-        if amqp.url.startswith("amqps://")
-        else None
-    )
-    publisher = PikaPublisher(
-        broker_url(amqp),
-        exchange=amqp.exchange,
-        routing_key=amqp.routing_key,
-        queue=amqp.queue,
-        tls=tls,
-    )
+    publisher = make_publisher(settings)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -185,7 +214,15 @@ def _run(loaded: LoadedSettings) -> int:
         log.error("cannot start", error=str(exc))
         service.stop(grace_seconds=0)
         return EXIT_FAILURE
-    log.info("listener started", version=__version__, broker=mask_url(amqp.url))
+    log.info("listener started", version=__version__, output=_output_description(settings))
     stop.wait()
     service.stop()
     return 0
+
+
+def _output_description(settings: Settings) -> str:
+    """Where ImagingStudy messages go, safe to log (the broker password masked)."""
+    output = settings.output
+    if output.kind == "amqp":
+        return mask_url(settings.amqp.url)
+    return output.directory if output.kind == "directory" else "stdout"

@@ -170,6 +170,19 @@ class AmqpSettings:
 
 
 @dataclass(frozen=True)
+class OutputSettings:
+    """Where finished studies go: RabbitMQ, or without a broker a directory or standard output."""
+
+    kind: Literal["amqp", "directory", "stdout"] = _setting(
+        "amqp",
+        "amqp (the [amqp] broker), directory (files in output.directory) or stdout (JSON lines).",
+    )
+    directory: str = _setting(
+        "", "With kind = directory: where each study version is written as <uid>.v<N>.json."
+    )
+
+
+@dataclass(frozen=True)
 class FhirSettings:
     """The resource we emit."""
 
@@ -253,6 +266,7 @@ class Settings:
     dicom: DicomSettings = field(default_factory=DicomSettings)
     aggregator: AggregatorSettings = field(default_factory=AggregatorSettings)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -298,6 +312,8 @@ def _check_combinations(settings: Settings) -> None:
         raise ConfigError(
             "dicom.tls.ca_file: client certificates need TLS on (cert_file, key_file)"
         )
+    if settings.output.kind == "directory" and not settings.output.directory:
+        raise ConfigError("output.directory: required when output.kind = directory")
     amqp_tls = settings.amqp.tls
     if (amqp_tls.ca_file or amqp_tls.cert_file) and urlsplit(settings.amqp.url).scheme != "amqps":
         raise ConfigError("amqp.tls: set only with an amqps:// amqp.url")

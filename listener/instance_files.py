@@ -37,11 +37,11 @@ class InstanceFiles:
         target = self._root / relative
         if not target.parent.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_directory(target.parent.parent)
+            fsync_directory(target.parent.parent)
         with spooled.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(spooled, target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
         return replace(record, file=relative.as_posix(), size=size)
 
     def exists(self, record: InstanceRecord) -> bool:
@@ -58,7 +58,7 @@ class InstanceFiles:
         return count
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     """Make a rename or a new entry in ``path`` durable."""
     descriptor = os.open(path, os.O_RDONLY)
     try:

@@ -1,9 +1,9 @@
 """Prometheus metrics and the health endpoints, served together on ``metrics.host:metrics.port``.
 
 ``/metrics`` is the Prometheus text format; ``/healthz`` answers 200 while the process runs;
-``/readyz`` answers 200 only while the journal is writable and the broker connection is up, and
-503 with the reason otherwise. Each service owns its registry (no process-global metrics), so
-tests can run several.
+``/readyz`` answers 200 only while the journal is writable and the output (broker, directory or
+stdout) is available, and 503 with the reason otherwise. Each service owns its registry (no
+process-global metrics), so tests can run several.
 """
 
 from __future__ import annotations

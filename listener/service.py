@@ -43,6 +43,11 @@ _OUTCOME_FOR_PROBLEM = {
     HeaderProblem.MISSING_UID: StoreOutcome.MISSING_UID,
     HeaderProblem.INVALID_UID: StoreOutcome.INVALID_UID,
 }
+_OUTPUT_PROBLEM = {
+    "amqp": "broker not connected",
+    "directory": "output directory not writable",
+    "stdout": "standard output closed",
+}
 _MB = 1024 * 1024
 _HOUSEKEEPING_INTERVAL = 60.0
 
@@ -164,12 +169,12 @@ class ListenerService:
         self._relay.notify()
 
     def readiness(self) -> list[str]:
-        """Why the listener is not ready (empty when ready): journal writable, broker connected."""
+        """Why the listener is not ready (empty when ready): journal writable, output reachable."""
         problems = []
         if not self._journal.writable():
             problems.append("journal not writable")
         if not self._relay.broker_connected:
-            problems.append("broker not connected")
+            problems.append(_OUTPUT_PROBLEM[self._settings.output.kind])
         return problems
 
     def _recover(self) -> None:

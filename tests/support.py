@@ -411,6 +411,11 @@ class ListenerProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
     log_path: Path = field(init=False)
+    # Where standard output goes when it must stay apart from the logs (stderr); else with them.
+    stdout_path: Path | None = None
+    args: list[str] = field(
+        default_factory=list
+    )  # command-line arguments of ``python -m listener``
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir.parent / f"listener-{uuid.uuid4().hex[:8]}.log"
@@ -431,10 +436,10 @@ class ListenerProcess:
         }
         log_file = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "listener"],
+            [sys.executable, "-m", "listener", *self.args],
             env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            stdout=self.stdout_path.open("a") if self.stdout_path else log_file,
+            stderr=log_file,
             text=True,
         )
         if wait:
