@@ -14,6 +14,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
+from tests.certs import CertificateAuthority
 from tests.conftest import ListenerFactory
 from tests.modality import Modality, make_study
 from tests.support import (
@@ -318,3 +319,28 @@ def _peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
+
+
+def test_dicomweb_over_https_with_the_configured_certificate(
+    start_listener: ListenerFactory, tmp_path: Path
+) -> None:
+    """With dicomweb.tls set the service speaks HTTPS only, with the configured certificate."""
+    authority = CertificateAuthority(tmp_path)
+    server = authority.issue("dicomweb", server=True)
+    port = free_port()
+    start_listener(
+        LISTENER_DICOMWEB__TLS__CERT_FILE=str(server.cert),
+        LISTENER_DICOMWEB__TLS__KEY_FILE=str(server.key),
+        **dicomweb_env(tmp_path, port),
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    secure = requests.get(
+        f"https://127.0.0.1:{port}/dicomweb/studies",
+        headers=auth,
+        verify=str(authority.pem.cert),
+        timeout=10,
+    )
+    assert secure.status_code == 204  # nothing stored yet
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/dicomweb/studies", headers=auth, timeout=10)
