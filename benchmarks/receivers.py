@@ -107,8 +107,15 @@ def listener_environment(
     }
 
 
-def start_listener(work: Path, *, name: str, quiet_period: float, amqp: dict[str, str]) -> Receiver:
-    """``python -m listener`` with its data directory under ``work``."""
+def start_listener(
+    work: Path,
+    *,
+    name: str,
+    quiet_period: float,
+    amqp: dict[str, str],
+    extra: dict[str, str] | None = None,
+) -> Receiver:
+    """``python -m listener`` with its data directory under ``work`` (``extra``: more settings)."""
     port, metrics_port = free_port(), free_port()
     env = listener_environment(
         port=port,
@@ -117,6 +124,7 @@ def start_listener(work: Path, *, name: str, quiet_period: float, amqp: dict[str
         quiet_period=quiet_period,
         amqp=amqp,
     )
+    env.update(extra or {})
     command = [sys.executable, "-m", "listener"]
     receiver = spawn(name, command, work, called_ae=LISTENER_AE, port=port, env=env)
     receiver.metrics_port = metrics_port

@@ -260,6 +260,42 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class DicomwebTlsSettings:
+    """HTTPS for the DICOMweb service: on when cert_file and key_file are set."""
+
+    cert_file: str = _setting("", "PEM certificate (chain) of the DICOMweb service.", checks.file)
+    key_file: str = _setting("", "PEM private key of cert_file.", checks.file)
+
+
+@dataclass(frozen=True)
+class DicomwebSettings:
+    """Read-only DICOMweb (QIDO-RS, WADO-RS) over the instances we hold."""
+
+    enabled: bool = _setting(False, "Serve DICOMweb; each ImagingStudy's Endpoint points at it.")
+    host: str = _setting(
+        "127.0.0.1", "Address to bind DICOMweb to; not loopback requires token_file."
+    )
+    port: int = _setting(8080, "TCP port for DICOMweb.", checks.port)
+    base_url: str = _setting(
+        "",
+        "URL consumers reach the service at (the Endpoint address); empty: http(s)://host:port/dicomweb.",
+        checks.http,
+    )
+    token_file: str = _setting(
+        "", "File of bearer tokens, one per line; every request must carry one.", checks.file
+    )
+    tls: DicomwebTlsSettings = field(default_factory=DicomwebTlsSettings)
+
+    def effective_base_url(self) -> str:
+        """``base_url`` without a trailing slash, or the address the service listens on."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        scheme = "https" if self.tls.cert_file else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/dicomweb"
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings, one section per boundary."""
 
@@ -270,6 +306,7 @@ class Settings:
     fhir: FhirSettings = field(default_factory=FhirSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    dicomweb: DicomwebSettings = field(default_factory=DicomwebSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
@@ -302,7 +339,12 @@ def load_settings(
 
 def _check_combinations(settings: Settings) -> None:
     """Rules that involve more than one key."""
-    for prefix, tls in (("dicom.tls", settings.dicom.tls), ("amqp.tls", settings.amqp.tls)):
+    pairs = (
+        ("dicom.tls", settings.dicom.tls),
+        ("amqp.tls", settings.amqp.tls),
+        ("dicomweb.tls", settings.dicomweb.tls),
+    )
+    for prefix, tls in pairs:
         if bool(tls.cert_file) != bool(tls.key_file):
             missing = "key_file" if tls.cert_file else "cert_file"
             raise ConfigError(
@@ -314,9 +356,21 @@ def _check_combinations(settings: Settings) -> None:
         )
     if settings.output.kind == "directory" and not settings.output.directory:
         raise ConfigError("output.directory: required when output.kind = directory")
+    _check_dicomweb(settings.dicomweb)
     amqp_tls = settings.amqp.tls
     if (amqp_tls.ca_file or amqp_tls.cert_file) and urlsplit(settings.amqp.url).scheme != "amqps":
         raise ConfigError("amqp.tls: set only with an amqps:// amqp.url")
+
+
+def _check_dicomweb(dicomweb: DicomwebSettings) -> None:
+    """Patient data over HTTP: without tokens, only to this host."""
+    loopback = dicomweb.host in ("127.0.0.1", "::1", "localhost") or dicomweb.host.startswith(
+        "127."
+    )
+    if dicomweb.enabled and not dicomweb.token_file and not loopback:
+        raise ConfigError(
+            f"dicomweb.token_file: required when dicomweb.host ({dicomweb.host}) is not loopback"
+        )
 
 
 def describe() -> list[tuple[str, Any, str]]:

@@ -25,8 +25,16 @@ class Completion:
 
 
 def fhir_options(settings: Settings) -> fhir.FhirOptions:
-    """The mapping options the ``[fhir]`` settings describe."""
-    return fhir.FhirOptions(**dataclasses.asdict(settings.fhir))
+    """The mapping options the ``[fhir]`` settings describe.
+
+    With DICOMweb on and no other endpoint configured, the Endpoint is our own service.
+    """
+    options = fhir.FhirOptions(**dataclasses.asdict(settings.fhir))
+    if settings.dicomweb.enabled and not (options.endpoint_address or options.endpoint_reference):
+        options = dataclasses.replace(
+            options, endpoint_address=settings.dicomweb.effective_base_url()
+        )
+    return options
 
 
 def message_id(study_uid: str, version: int) -> str:

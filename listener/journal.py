@@ -24,6 +24,7 @@ from listener.journal_api import (
     JournalError,
     JournalStore,
     OutboxMessage,
+    RecordQuery,
     StudyRow,
     StudySummary,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "JournalError",
     "JournalStore",
     "OutboxMessage",
+    "RecordQuery",
     "StudyRow",
     "StudySummary",
 ]
@@ -470,6 +472,26 @@ class Journal:
                 (limit,),
             ).fetchall()
         return [StudySummary(*row) for row in rows]
+
+    def find_records(self, query: RecordQuery) -> list[InstanceRecord]:
+        """Records matching the exact keys of ``query`` (for DICOMweb; no key matches all)."""
+        conditions, values = [], []
+        for column, value in (
+            ("study_uid", query.study_uid),
+            ("json_extract(record, '$.series_uid')", query.series_uid),
+            ("sop_instance_uid", query.sop_instance_uid),
+            ("json_extract(record, '$.patient_id')", query.patient_id),
+            ("json_extract(record, '$.accession_number')", query.accession_number),
+        ):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                values.append(value)
+        where = " AND ".join(conditions) or "1 = 1"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT record FROM instances WHERE {where} ORDER BY received_at", values
+            ).fetchall()
+        return [InstanceRecord.from_json(json.loads(row[0])) for row in rows]
 
     def close(self) -> None:
         """Close the database (checkpointing the WAL)."""

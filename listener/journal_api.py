@@ -83,6 +83,17 @@ class OutboxMessage:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class RecordQuery:
+    """Exact keys narrowing a search of instance records; None leaves a key open."""
+
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_instance_uid: str | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+
+
 class JournalStore(Protocol):
     """What the service needs from durable storage; :class:`Journal` documents each method."""
 
@@ -149,6 +160,9 @@ class JournalStore(Protocol):
 
     def list_studies(self, *, limit: int) -> list[StudySummary]:
         """Pending and recently finished studies."""
+
+    def find_records(self, query: RecordQuery) -> list[InstanceRecord]:
+        """Instance records matching a query's exact keys."""
 
     def close(self) -> None:
         """Release the store."""

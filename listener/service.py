@@ -16,6 +16,7 @@ from collections.abc import Callable
 from listener.aggregator import Aggregator
 from listener.completeness import Scan, Truncated, scan
 from listener.config import Settings
+from listener.dicomweb import DicomWebServer
 from listener.finisher import Completion, StudyFinisher, fhir_options
 from listener.header import (
     HEADER_TAGS,
@@ -97,6 +98,17 @@ class ListenerService:
             if settings.metrics.enabled
             else None
         )
+        self._dicomweb = (
+            DicomWebServer(
+                settings.dicomweb,
+                journal=self._journal,
+                files_root=data_dir / "instances",
+                base_url=settings.dicomweb.effective_base_url(),
+                metrics=self.metrics,
+            )
+            if settings.dicomweb.enabled
+            else None
+        )
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake_completion = threading.Event()
@@ -148,6 +160,8 @@ class ListenerService:
             self._threads.append(thread)
         if self._metrics_server is not None:
             self._metrics_server.start()
+        if self._dicomweb is not None:
+            self._dicomweb.start()
         self._dicom.start()
 
     def stop(self, *, grace_seconds: float = 10.0) -> None:
@@ -160,6 +174,8 @@ class ListenerService:
             thread.join(timeout=grace_seconds)
         if self._metrics_server is not None:
             self._metrics_server.stop()
+        if self._dicomweb is not None:
+            self._dicomweb.stop()
         self._journal.close()
         log.info("stopped", pending_studies=len(self._aggregator))
 

@@ -138,3 +138,23 @@ def test_passwords_are_masked_in_urls() -> None:
     """mask_url hides the password and keeps the rest of the URL."""
     assert mask_url("amqp://user:s3cret@broker:5672/%2F") == "amqp://user:***@broker:5672/%2F"
     assert mask_url("amqp://broker/") == "amqp://broker/"
+
+
+def test_dicomweb_beyond_loopback_requires_bearer_tokens() -> None:
+    """DICOMweb serves patient data: a non-loopback host without token_file stops start-up."""
+    exposed = {"LISTENER_DICOMWEB__ENABLED": "true", "LISTENER_DICOMWEB__HOST": "0.0.0.0"}
+
+    with pytest.raises(ConfigError, match=r"dicomweb\.token_file"):
+        load_settings(None, exposed)
+    assert load_settings(None, {"LISTENER_DICOMWEB__ENABLED": "true"}).settings.dicomweb.enabled
+
+
+def test_dicomweb_base_url_defaults_to_the_service_address_without_trailing_slash() -> None:
+    """The Endpoint address is base_url without a trailing slash, or where the service listens."""
+    default = load_settings(None, {"LISTENER_DICOMWEB__PORT": "8181"}).settings.dicomweb
+    configured = load_settings(
+        None, {"LISTENER_DICOMWEB__BASE_URL": "https://pacs.example.org/dicomweb/"}
+    ).settings.dicomweb
+
+    assert default.effective_base_url() == "http://127.0.0.1:8181/dicomweb"
+    assert configured.effective_base_url() == "https://pacs.example.org/dicomweb"
