@@ -26,7 +26,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from listener.completeness import Scan
-from listener.model import Code, InstanceRecord, IssuedId, Issuer, StaffId
+from listener.model import Code, InstanceRecord, IssuedId, Issuer, Request, StaffId
 
 # Values larger than this are not read into memory while parsing (pydicom reads them on access).
 _DEFER_SIZE = 64 * 1024
@@ -232,18 +232,14 @@ def _study_fields(dataset: Dataset, requests: list[Dataset]) -> dict[str, Any]:
         "timezone_offset": text_value(dataset, "TimezoneOffsetFromUTC"),
         "accession_number": text_value(dataset, "AccessionNumber"),
         "accession_issuer": _issuer(next(_items(dataset, "IssuerOfAccessionNumberSequence"), None)),
-        "request_accessions": _issued(requests, "AccessionNumber", _ACCESSION_ISSUER),
+        "requests": _requests(requests),
         "study_id": text_value(dataset, "StudyID"),
         "study_description": text_value(dataset, "StudyDescription"),
         "study_comments": text_value(dataset, "StudyComments"),
         "requested_procedure_comments": text_value(dataset, "RequestedProcedureComments"),
         "requested_procedure_ids": _present(text_value(s, "RequestedProcedureID") for s in sources),
         "procedure_codes": _codes(dataset, "ProcedureCodeSequence"),
-        "requested_procedure_codes": tuple(
-            dict.fromkeys(
-                code for s in sources for code in _codes(s, "RequestedProcedureCodeSequence")
-            )
-        ),
+        "requested_procedure_codes": _codes(dataset, "RequestedProcedureCodeSequence"),
         "reason_codes": tuple(
             code
             for source in sources
@@ -285,8 +281,21 @@ def _patient_fields(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-_ACCESSION_ISSUER = "IssuerOfAccessionNumberSequence"
 _SPECIMEN_ISSUER = "IssuerOfTheSpecimenIdentifierSequence"
+
+
+def _requests(items: list[Dataset]) -> tuple[Request, ...]:
+    """The distinct request items that name an accession, a requested procedure or its code."""
+    requests = (
+        Request(
+            accession=text_value(item, "AccessionNumber"),
+            issuer=_issuer(next(_items(item, "IssuerOfAccessionNumberSequence"), None)),
+            procedure_id=text_value(item, "RequestedProcedureID"),
+            codes=_codes(item, "RequestedProcedureCodeSequence"),
+        )
+        for item in items
+    )
+    return tuple(dict.fromkeys(r for r in requests if r.accession or r.procedure_id or r.codes))
 
 
 def _issued(items: list[Dataset], keyword: str, issuer_keyword: str) -> tuple[IssuedId, ...]:

@@ -43,6 +43,16 @@ class IssuedId:
 
 
 @dataclass(frozen=True, slots=True)
+class Request:
+    """One RequestAttributesSequence item: the order (accession) and requested procedure."""
+
+    accession: str = ""
+    issuer: Issuer | None = None
+    procedure_id: str = ""
+    codes: tuple[Code, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StaffId:
     """A person named in a header (PN form, may be empty) and the codes identifying them.
 
@@ -101,14 +111,15 @@ class InstanceRecord:
     timezone_offset: str = ""
     accession_number: str = ""
     accession_issuer: Issuer | None = None
-    # Accession numbers of the RequestAttributesSequence items (grouped procedures).
-    request_accessions: tuple[IssuedId, ...] = ()
+    # The RequestAttributesSequence items (several for grouped procedures).
+    requests: tuple[Request, ...] = ()
     study_id: str = ""
     study_description: str = ""
     study_comments: str = ""
     requested_procedure_comments: str = ""
     requested_procedure_ids: tuple[str, ...] = ()
     procedure_codes: tuple[Code, ...] = ()
+    # Top-level RequestedProcedureCodeSequence (each request item has its own codes).
     requested_procedure_codes: tuple[Code, ...] = ()
     reason_codes: tuple[Code, ...] = ()
     reasons: tuple[str, ...] = ()

@@ -26,7 +26,7 @@ from listener.fhir.datetime import fhir_date, offset_problem, started
 from listener.fhir.names import human_names
 from listener.fhir.series import modality, modality_code, series_element
 from listener.fhir.terminology import is_acquisition_modality
-from listener.model import IssuedId, Issuer, StudyState
+from listener.model import Code, Issuer, Request, StudyState
 
 ENDPOINT_CONNECTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 _GENDER = {"M": "male", "F": "female", "O": "other"}
@@ -94,7 +94,7 @@ def imaging_study(
     zone = options.timezone
     date, time = attrs.text("study_date"), attrs.text("study_time")
     accession, accession_issuer = attrs.text("accession_number"), attrs.first("accession_issuer")
-    codes = attrs.union("procedure_codes") or attrs.union("requested_procedure_codes")
+    codes = attrs.union("procedure_codes") or _requested_codes(attrs)
     reasons = [codeable_concept(c) for c in attrs.union("reason_codes")]
     reasons += [{"text": text} for text in attrs.union("reasons")]
     modalities = _study_modalities(study, r5=r5)
@@ -148,6 +148,13 @@ def _study_modalities(study: StudyState, *, r5: bool) -> list[str]:
         modality_code(header) for header in study.headers
     }
     return sorted(code for code in found if code and (r5 or is_acquisition_modality(code)))
+
+
+def _requested_codes(attrs: _Study) -> list[Code]:
+    """The requested procedures' codes, top level and of each request item."""
+    requests: list[Request] = attrs.union("requests")
+    codes = attrs.union("requested_procedure_codes") + [c for r in requests for c in r.codes]
+    return list(dict.fromkeys(codes))
 
 
 def _concept(concept: JsonObject, r5: bool) -> JsonObject:
@@ -233,30 +240,39 @@ def _encounter(admission_id: str, issuer: Issuer | None) -> JsonObject | None:
     return typed_identifier_reference("Encounter", identifier(admission_id, issuer=issuer))
 
 
-def _accessions(attrs: _Study, accession: str, issuer: Issuer | None) -> dict[str, Issuer | None]:
-    """Each distinct accession number (top level, then RequestAttributesSequence) -> its issuer."""
-    issued: list[IssuedId] = [IssuedId(accession, issuer)] if accession else []
-    found: dict[str, Issuer | None] = {}
-    for item in issued + attrs.union("request_accessions"):
-        if found.get(item.value) is None:
-            found[item.value] = item.issuer
-    return found
+def _based_on(attrs: _Study, accession: str, issuer: Issuer | None) -> list[JsonObject]:
+    """ServiceRequests: one per distinct accession number, then one per Requested Procedure ID.
 
-
-def _based_on(attrs: _Study, accession: str, issuer: Any) -> list[JsonObject]:
-    """ServiceRequests by each accession number and by Requested Procedure ID."""
-    requests = [
-        typed_identifier_reference("ServiceRequest", accession_identifier(value, issued_by))
-        for value, issued_by in _accessions(attrs, accession, issuer).items()
+    The accessions are the top-level one and those of every RequestAttributesSequence item
+    (grouped procedures). R5 maps RequestedProcedureCodeSequence to ``basedOn``: a request's
+    code meanings are its reference's display.
+    """
+    requests: list[Request] = attrs.union("requests")
+    top = Request(accession, issuer, codes=tuple(attrs.union("requested_procedure_codes")))
+    accessions: dict[str, Request] = {}
+    for request in (top, *requests):
+        if not request.accession:
+            continue
+        known = accessions.get(request.accession, Request(request.accession))
+        accessions[request.accession] = Request(
+            request.accession, known.issuer or request.issuer, codes=known.codes + request.codes
+        )
+    references = [
+        _service_request(accession_identifier(r.accession, r.issuer), r.codes)
+        for r in accessions.values()
     ]
     for procedure_id in attrs.union("requested_procedure_ids"):
-        requests.append(
-            typed_identifier_reference(
-                "ServiceRequest",
-                {"type": {"text": "Requested Procedure ID"}, "value": procedure_id},
-            )
-        )
-    return requests
+        codes = tuple(c for r in requests if r.procedure_id == procedure_id for c in r.codes)
+        procedure = {"type": {"text": "Requested Procedure ID"}, "value": procedure_id}
+        references.append(_service_request(procedure, codes))
+    return references
+
+
+def _service_request(value: JsonObject, codes: tuple[Code, ...]) -> JsonObject:
+    """A ServiceRequest by identifier, displayed as its requested procedure's code meanings."""
+    reference = typed_identifier_reference("ServiceRequest", value)
+    display = "; ".join(dict.fromkeys(code.meaning for code in codes if code.meaning))
+    return {**reference, "display": display} if display else reference
 
 
 def _people(names: list[str]) -> list[JsonObject]:

@@ -114,6 +114,26 @@ def test_requested_procedure_code_fills_the_procedure(release: str) -> None:
 
 
 @pytest.mark.parametrize("release", RELEASES)
+def test_each_request_is_displayed_as_its_requested_procedure(release: str) -> None:
+    """A request item's code meaning displays its accession's and procedure ID's ServiceRequest."""
+    dataset = with_request_accessions(base())
+    first, second, _ = dataset.RequestAttributesSequence
+    first.RequestedProcedureCodeSequence = [code("RPID17", "99RIS", "MR Knee")]
+    second.RequestedProcedureCodeSequence = [code("RPID18", "99RIS", "MR Hip")]
+
+    based_on = mapped(dataset, release)["basedOn"]
+
+    displays = {r["identifier"]["value"]: r.get("display") for r in based_on}
+    assert displays == {
+        "A1": "MR Knee",
+        "A2": "MR Hip",
+        "A3": None,
+        "RP1": "MR Knee",
+        "RP2": "MR Hip",
+    }
+
+
+@pytest.mark.parametrize("release", RELEASES)
 def test_performed_procedure_code_wins_over_the_requested_one(release: str) -> None:
     """ProcedureCodeSequence (what was performed) is used when both are sent."""
     dataset = with_requested_procedure_code(base())
@@ -282,7 +302,7 @@ def test_new_record_fields_survive_the_journal_encoding() -> None:
     for add in ALL:
         dataset = add(dataset)
     record = record_from_dataset(dataset)
-    assert record.request_accessions and record.operator_ids and record.anatomic_regions
+    assert record.requests and record.operator_ids and record.anatomic_regions
 
     assert InstanceRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
 
@@ -300,5 +320,5 @@ def test_old_journal_rows_without_the_new_fields_still_load() -> None:
 
     record = InstanceRecord.from_json(old)
 
-    assert record.request_accessions == () and record.admission_issuer is None
+    assert record.requests == () and record.admission_issuer is None
     assert record.accession_issuer is not None and record.accession_issuer.local_id == "RIS"

@@ -76,6 +76,10 @@ def rich_dataset() -> Dataset:
     request.RequestedProcedureID = "RP-9"
     request.ReasonForTheRequestedProcedure = "Fever and cough"
     request.ReasonForRequestedProcedureCodeSequence = [reason]
+    requested = Dataset()
+    requested.CodeValue, requested.CodingSchemeDesignator = "CTCHEST", "99RIS"
+    requested.CodeMeaning = "CT Chest with contrast"
+    request.RequestedProcedureCodeSequence = [requested]
     grouped = Dataset()
     grouped.AccessionNumber = "ACC-1002"
     grouped.RequestedProcedureID = "RP-10"
