@@ -202,8 +202,9 @@ class FhirSettings:
     )
     endpoint_address: str = _setting(
         "",
-        "DICOMweb (WADO-RS) base URL; adds a contained Endpoint to study and series.",
-        checks.http,
+        "DICOMweb (WADO-RS) base URL, no query or fragment (a trailing slash is dropped); "
+        "adds a contained Endpoint to study and series.",
+        checks.wado_base,
     )
     endpoint_reference: str = _setting(
         "", "Reference to an existing Endpoint (e.g. Endpoint/pacs), used instead of contained."

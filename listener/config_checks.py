@@ -92,6 +92,20 @@ def http(value: str) -> str | None:
     return f"must be an http:// or https:// URL, got {value!r}"
 
 
+def wado_base(value: str) -> str | None:
+    """Empty, or a DICOMweb base URL fit for an Endpoint address: no query or fragment.
+
+    A trailing slash is accepted; the mapping drops it (the address is scheme, authority, path).
+    """
+    problem = http(value)
+    if problem or not value:
+        return problem
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return f"must be a base URL without query or fragment, got {value!r}"
+    return None
+
+
 def zone(value: str) -> str | None:
     """Empty, or an IANA time zone name."""
     if not value:

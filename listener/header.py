@@ -26,7 +26,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from listener.completeness import Scan
-from listener.model import Code, InstanceRecord, Issuer
+from listener.model import Code, InstanceRecord, IssuedId, Issuer, Request, StaffId
 
 # Values larger than this are not read into memory while parsing (pydicom reads them on access).
 _DEFER_SIZE = 64 * 1024
@@ -48,6 +48,7 @@ HEADER_KEYWORDS = (
     "DocumentTitle",
     "ConceptNameCodeSequence",
     "ImageLaterality",
+    "ImageType",
     "Modality",
     "SeriesNumber",
     "SeriesDescription",
@@ -56,8 +57,11 @@ HEADER_KEYWORDS = (
     "BodyPartExamined",
     "Laterality",
     "PerformingPhysicianName",
+    "PerformingPhysicianIdentificationSequence",
     "OperatorsName",
+    "OperatorIdentificationSequence",
     "SpecimenDescriptionSequence",
+    "AnatomicRegionSequence",
     "StudyDate",
     "StudyTime",
     "TimezoneOffsetFromUTC",
@@ -70,13 +74,17 @@ HEADER_KEYWORDS = (
     "RequestedProcedureComments",
     "RequestedProcedureID",
     "ProcedureCodeSequence",
+    "RequestedProcedureCodeSequence",
     "ReasonForRequestedProcedureCodeSequence",
     "ReasonForTheRequestedProcedure",
     "ReferringPhysicianName",
+    "ReferringPhysicianIdentificationSequence",
     "NameOfPhysiciansReadingStudy",
     "InstitutionName",
     "InstitutionalDepartmentName",
     "AdmissionID",
+    "IssuerOfAdmissionIDSequence",
+    "PerformedLocation",
     "IssuerOfPatientID",
     "IssuerOfPatientIDQualifiersSequence",
     "PatientID",
@@ -187,11 +195,13 @@ def _instance_fields(dataset: Dataset) -> dict[str, Any]:
         "document_title": text_value(dataset, "DocumentTitle"),
         "concept_name": text_value(concept, "CodeMeaning") if concept is not None else "",
         "image_laterality": text_value(dataset, "ImageLaterality"),
+        "image_type": text_value(dataset, "ImageType"),
     }
 
 
 def _series_fields(dataset: Dataset) -> dict[str, Any]:
     specimens = list(_items(dataset, "SpecimenDescriptionSequence"))
+    region = next(_items(dataset, "AnatomicRegionSequence"), None)
     return {
         "modality": text_value(dataset, "Modality"),
         "series_number": _integer(dataset, "SeriesNumber"),
@@ -204,6 +214,13 @@ def _series_fields(dataset: Dataset) -> dict[str, Any]:
         "operators": _texts(dataset, "OperatorsName"),
         "specimens": _present(text_value(item, "SpecimenIdentifier") for item in specimens),
         "specimen_uids": _present(clean_uid(_value(item, "SpecimenUID")) for item in specimens),
+        "specimen_issuers": _issued(specimens, "SpecimenIdentifier", _SPECIMEN_ISSUER),
+        "anatomic_regions": _codes(dataset, "AnatomicRegionSequence"),
+        "anatomic_region_modifiers": _codes(region, "AnatomicRegionModifierSequence"),
+        "performing_physician_ids": _staff(
+            dataset, "PerformingPhysicianName", "PerformingPhysicianIdentificationSequence"
+        ),
+        "operator_ids": _staff(dataset, "OperatorsName", "OperatorIdentificationSequence"),
     }
 
 
@@ -215,12 +232,14 @@ def _study_fields(dataset: Dataset, requests: list[Dataset]) -> dict[str, Any]:
         "timezone_offset": text_value(dataset, "TimezoneOffsetFromUTC"),
         "accession_number": text_value(dataset, "AccessionNumber"),
         "accession_issuer": _issuer(next(_items(dataset, "IssuerOfAccessionNumberSequence"), None)),
+        "requests": _requests(requests),
         "study_id": text_value(dataset, "StudyID"),
         "study_description": text_value(dataset, "StudyDescription"),
         "study_comments": text_value(dataset, "StudyComments"),
         "requested_procedure_comments": text_value(dataset, "RequestedProcedureComments"),
         "requested_procedure_ids": _present(text_value(s, "RequestedProcedureID") for s in sources),
         "procedure_codes": _codes(dataset, "ProcedureCodeSequence"),
+        "requested_procedure_codes": _codes(dataset, "RequestedProcedureCodeSequence"),
         "reason_codes": tuple(
             code
             for source in sources
@@ -228,10 +247,21 @@ def _study_fields(dataset: Dataset, requests: list[Dataset]) -> dict[str, Any]:
         ),
         "reasons": _present(text_value(s, "ReasonForTheRequestedProcedure") for s in sources),
         "referring_physician": text_value(dataset, "ReferringPhysicianName"),
+        "referring_physician_ids": next(
+            (
+                staff.codes
+                for staff in _staff(
+                    dataset, "ReferringPhysicianName", "ReferringPhysicianIdentificationSequence"
+                )
+            ),
+            (),
+        ),
         "reading_physicians": _texts(dataset, "NameOfPhysiciansReadingStudy"),
         "institution_name": text_value(dataset, "InstitutionName"),
         "department_name": text_value(dataset, "InstitutionalDepartmentName"),
         "admission_id": text_value(dataset, "AdmissionID"),
+        "admission_issuer": _issuer(next(_items(dataset, "IssuerOfAdmissionIDSequence"), None)),
+        "performed_location": text_value(dataset, "PerformedLocation"),
     }
 
 
@@ -251,6 +281,49 @@ def _patient_fields(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+_SPECIMEN_ISSUER = "IssuerOfTheSpecimenIdentifierSequence"
+
+
+def _requests(items: list[Dataset]) -> tuple[Request, ...]:
+    """The distinct request items that name an accession, a requested procedure or its code."""
+    requests = (
+        Request(
+            accession=text_value(item, "AccessionNumber"),
+            issuer=_issuer(next(_items(item, "IssuerOfAccessionNumberSequence"), None)),
+            procedure_id=text_value(item, "RequestedProcedureID"),
+            codes=_codes(item, "RequestedProcedureCodeSequence"),
+        )
+        for item in items
+    )
+    return tuple(dict.fromkeys(r for r in requests if r.accession or r.procedure_id or r.codes))
+
+
+def _issued(items: list[Dataset], keyword: str, issuer_keyword: str) -> tuple[IssuedId, ...]:
+    """The distinct identifiers ``keyword`` of ``items``, each with its issuer if it names one."""
+    issued = (
+        IssuedId(value, _issuer(next(_items(item, issuer_keyword), None)))
+        for item in items
+        if (value := text_value(item, keyword))
+    )
+    return tuple(dict.fromkeys(issued))
+
+
+def _staff(dataset: Dataset, name_keyword: str, sequence_keyword: str) -> tuple[StaffId, ...]:
+    """The people an identification sequence identifies, paired in order with the PN values.
+
+    PS3.3 has the items correspond, in number and order, to the values of the name attribute.
+    """
+    value = _value(dataset, name_keyword)
+    values = value if isinstance(value, MultiValue | list | tuple) else [value or ""]
+    names = [_clean(v) for v in values]
+    staff = []
+    for index, item in enumerate(_items(dataset, sequence_keyword)):
+        codes = _codes(item, "PersonIdentificationCodeSequence")
+        if codes:
+            staff.append(StaffId(names[index] if index < len(names) else "", codes))
+    return tuple(staff)
+
+
 def _issuer(item: Dataset | None) -> Issuer | None:
     if item is None:
         return None
@@ -262,7 +335,7 @@ def _issuer(item: Dataset | None) -> Issuer | None:
     return issuer if issuer.local_id or issuer.universal_id else None
 
 
-def _codes(dataset: Dataset, keyword: str) -> tuple[Code, ...]:
+def _codes(dataset: Dataset | None, keyword: str) -> tuple[Code, ...]:
     codes = []
     for item in _items(dataset, keyword):
         value = next(

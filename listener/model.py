@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,36 @@ class Issuer:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedId:
+    """An identifier and who issued it (an accession number, a specimen identifier)."""
+
+    value: str
+    issuer: Issuer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One RequestAttributesSequence item: the order (accession) and requested procedure."""
+
+    accession: str = ""
+    issuer: Issuer | None = None
+    procedure_id: str = ""
+    codes: tuple[Code, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StaffId:
+    """A person named in a header (PN form, may be empty) and the codes identifying them.
+
+    The codes come from a Person Identification Code Sequence (0040,1101): each code value is an
+    identifier, its coding scheme the issuer.
+    """
+
+    name: str
+    codes: tuple[Code, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """The header fields of one instance that the ImagingStudy needs, plus where it is stored.
 
@@ -54,6 +85,7 @@ class InstanceRecord:
     document_title: str = ""
     concept_name: str = ""
     image_laterality: str = ""
+    image_type: str = ""
     # Series level
     modality: str = ""
     series_number: int | None = None
@@ -66,25 +98,39 @@ class InstanceRecord:
     operators: tuple[str, ...] = ()
     specimens: tuple[str, ...] = ()
     specimen_uids: tuple[str, ...] = ()
+    # Specimens whose identifier names its issuer (IssuerOfTheSpecimenIdentifierSequence).
+    specimen_issuers: tuple[IssuedId, ...] = ()
+    # AnatomicRegionSequence (first item's modifiers).
+    anatomic_regions: tuple[Code, ...] = ()
+    anatomic_region_modifiers: tuple[Code, ...] = ()
+    performing_physician_ids: tuple[StaffId, ...] = ()
+    operator_ids: tuple[StaffId, ...] = ()
     # Study level
     study_date: str = ""
     study_time: str = ""
     timezone_offset: str = ""
     accession_number: str = ""
     accession_issuer: Issuer | None = None
+    # The RequestAttributesSequence items (several for grouped procedures).
+    requests: tuple[Request, ...] = ()
     study_id: str = ""
     study_description: str = ""
     study_comments: str = ""
     requested_procedure_comments: str = ""
     requested_procedure_ids: tuple[str, ...] = ()
     procedure_codes: tuple[Code, ...] = ()
+    # Top-level RequestedProcedureCodeSequence (each request item has its own codes).
+    requested_procedure_codes: tuple[Code, ...] = ()
     reason_codes: tuple[Code, ...] = ()
     reasons: tuple[str, ...] = ()
     referring_physician: str = ""
+    referring_physician_ids: tuple[Code, ...] = ()
     reading_physicians: tuple[str, ...] = ()
     institution_name: str = ""
     department_name: str = ""
     admission_id: str = ""
+    admission_issuer: Issuer | None = None
+    performed_location: str = ""
     # Patient
     patient_id: str = ""
     patient_id_issuer: Issuer | None = None
@@ -109,19 +155,29 @@ class InstanceRecord:
 
 @functools.cache
 def _record_hints() -> dict[str, Any]:
-    return typing.get_type_hints(InstanceRecord)
+    return _hints(InstanceRecord)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a dataclass (computed once per class)."""
+    return typing.get_type_hints(cls)
 
 
 def _from_json(hint: Any, value: Any) -> Any:
     """Turn JSON lists and objects back into the tuples and dataclasses a record holds."""
     if value is None:
         return None
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
         return tuple(_from_json(args[0], item) for item in value)
-    for candidate in (Code, Issuer):
-        if hint is candidate or candidate in args:
-            return candidate(**value)
+    if origin in (typing.Union, types.UnionType):
+        return _from_json(next(arg for arg in args if arg is not type(None)), value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        hints = _hints(hint)
+        return hint(
+            **{key: _from_json(hints[key], item) for key, item in value.items() if key in hints}
+        )
     return value
 
 

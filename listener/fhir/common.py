@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydicom.sr._snomed_dict import mapping as _SNOMED_MAPPING
+
 from listener.fhir.names import display_name
-from listener.model import Code, Issuer
+from listener.model import Code, Issuer, StaffId
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 RFC3986_SYSTEM = "urn:ietf:rfc:3986"
@@ -15,15 +17,17 @@ V2_0203_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"
 PARTICIPATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 
-# DICOM Coding Scheme Designators (PS3.16 Table 8-1) with a FHIR system URI. SRT and other legacy
-# designators are not listed: their codes are not codes of the modern system.
+# DICOM Coding Scheme Designators (PS3.16 Table 8-1) with a FHIR system URI: each URI is the
+# canonical URL of that code system in HL7 Terminology (THO). SRT (legacy SNOMED RT) codes are not
+# SNOMED CT codes; they are translated with pydicom's SRT -> SCT table (see ``coding``).
+SNOMED_SYSTEM = "http://snomed.info/sct"
 CODING_SYSTEMS = {
-    "SCT": "http://snomed.info/sct",
+    "SCT": SNOMED_SYSTEM,
     "LN": "http://loinc.org",
     "DCM": DCM_SYSTEM,
     "UCUM": "http://unitsofmeasure.org",
     "RADLEX": "http://radlex.org",
-    "NCIt": "http://ncit.nci.nih.gov",
+    "NCIt": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
     "I10": "http://hl7.org/fhir/sid/icd-10",
     "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
     "C4": "http://www.ama-assn.org/go/cpt",
@@ -89,10 +93,20 @@ def accession_identifier(value: str, issuer: Issuer | None) -> JsonObject:
     }
 
 
+def sct_code(code: Code) -> Code:
+    """A legacy SRT code as the SNOMED CT code it became (PS3.16 Annex O, pydicom's table)."""
+    translated = _SRT_TO_SCT.get(code.value) if code.scheme == "SRT" else None
+    return Code(translated, "SCT", code.meaning) if translated else code
+
+
+_SRT_TO_SCT: dict[str, str] = _SNOMED_MAPPING["SRT"]
+
+
 def coding(code: Code) -> JsonObject | None:
     """A DICOM code as a FHIR Coding; None when it has no code value."""
     if not code.value:
         return None
+    code = sct_code(code)
     system = CODING_SYSTEMS.get(code.scheme) or (
         oid_urn(code.scheme_uid) if code.scheme_uid else None
     )
@@ -110,10 +124,34 @@ def practitioner(display: str) -> JsonObject:
     return {"type": "Practitioner", "display": display}
 
 
-def person(pn: str) -> JsonObject | None:
-    """A Practitioner reference for a DICOM person name; None when the name is empty."""
+def person(pn: str, codes: tuple[Code, ...] = ()) -> JsonObject | None:
+    """A Practitioner reference for a DICOM person name and identification codes; None if neither.
+
+    The first identification code (Person Identification Code Sequence) is the identifier: its
+    value the code value, its system the coding scheme's UID, its assigner the scheme designator.
+    """
     name = display_name(pn)
-    return practitioner(name) if name else None
+    code = next((c for c in codes if c.value), None)
+    if not name and code is None:
+        return None
+    reference: JsonObject = {"type": "Practitioner"}
+    if code is not None:
+        reference["identifier"] = compact(
+            {
+                "system": oid_urn(code.scheme_uid) if code.scheme_uid else None,
+                "value": code.value,
+                "assigner": {"display": code.scheme} if code.scheme else None,
+            }
+        )
+    if name:
+        reference["display"] = name
+    return reference
+
+
+def staff_person(pn: str, staff: tuple[StaffId, ...]) -> JsonObject | None:
+    """``person`` for a name, with the identification codes ``staff`` has for that name."""
+    codes = next((s.codes for s in staff if s.name == pn), ())
+    return person(pn, codes)
 
 
 def typed_identifier_reference(resource_type: str, value: JsonObject) -> JsonObject:

@@ -27,14 +27,27 @@ def fhir_date(dicom_date: str) -> str | None:
 
 
 def fhir_offset(dicom_offset: str) -> str | None:
-    """TimezoneOffsetFromUTC ``+HHMM`` to ``+HH:MM``; None if malformed or out of range."""
+    """TimezoneOffsetFromUTC ``+HHMM`` to ``+HH:MM``; None if malformed or outside FHIR's range.
+
+    FHIR's dateTime allows offsets from -13:59 to +14:00 (``(0[0-9]|1[0-3]):[0-5][0-9]|14:00``);
+    DICOM allows -12:00 to +14:00 with any minutes, so e.g. +14:30 has no FHIR form.
+    """
     match = _OFFSET.fullmatch(dicom_offset.strip())
-    if not match:
+    if match is None or offset_problem(dicom_offset):
         return None
     sign, hours, minutes = match.groups()
-    if int(hours) > 14 or int(minutes) > 59:
-        return None
     return f"{sign}{hours}:{minutes}"
+
+
+def offset_problem(dicom_offset: str) -> str | None:
+    """Why a TimezoneOffsetFromUTC cannot be used ("malformed", "outside FHIR's range"), or None."""
+    match = _OFFSET.fullmatch(dicom_offset.strip())
+    if not match or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+        return "malformed"
+    hours, minutes = int(match.group(2)), int(match.group(3))
+    if hours > 14 or (hours == 14 and minutes > 0):
+        return "outside FHIR's range"
+    return None
 
 
 def _fhir_time(dicom_time: str) -> str | None:

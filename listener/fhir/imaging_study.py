@@ -22,10 +22,11 @@ from listener.fhir.common import (
     person,
     typed_identifier_reference,
 )
-from listener.fhir.datetime import fhir_date, fhir_offset, started
+from listener.fhir.datetime import fhir_date, offset_problem, started
 from listener.fhir.names import human_names
 from listener.fhir.series import modality, modality_code, series_element
-from listener.model import StudyState
+from listener.fhir.terminology import is_acquisition_modality
+from listener.model import Code, Issuer, Request, StudyState
 
 ENDPOINT_CONNECTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 _GENDER = {"M": "male", "F": "female", "O": "other"}
@@ -87,37 +88,43 @@ def imaging_study(
     subject = _subject(attrs, options, contained)
     endpoints = _endpoints(options, contained, r5=r5)
     offset = attrs.text("timezone_offset")
-    if offset and fhir_offset(offset) is None:
-        attrs.warnings.append("TimezoneOffsetFromUTC malformed; ignored")
+    problem = offset_problem(offset) if offset else None
+    if problem:
+        attrs.warnings.append(f"TimezoneOffsetFromUTC {problem}; ignored")
     zone = options.timezone
     date, time = attrs.text("study_date"), attrs.text("study_time")
     accession, accession_issuer = attrs.text("accession_number"), attrs.first("accession_issuer")
-    codes = attrs.union("procedure_codes")
+    codes = attrs.union("procedure_codes") or _requested_codes(attrs)
     reasons = [codeable_concept(c) for c in attrs.union("reason_codes")]
     reasons += [{"text": text} for text in attrs.union("reasons")]
-    modalities = sorted(
-        {modality_code(series.instances[0]) for series in study.series}
-        or {modality_code(header) for header in study.headers if header.modality}
-    )
+    modalities = _study_modalities(study, r5=r5)
     resource = {
         "resourceType": "ImagingStudy",
         "id": study.study_uid,
         "meta": {"versionId": str(version)},
         "contained": contained,
-        "identifier": _identifiers(study.study_uid, attrs, accession, accession_issuer),
+        "identifier": _identifiers(
+            study.study_uid, attrs, accession if not r5 else "", accession_issuer
+        ),
         "status": status,
         "modality": [modality(code, r5=r5) for code in modalities],
         "subject": subject,
-        "encounter": _encounter(attrs.text("admission_id")),
+        "encounter": _encounter(attrs.text("admission_id"), attrs.first("admission_issuer")),
         "started": started(date, time, offset, zone=zone, warnings=attrs.warnings),
         "basedOn": _based_on(attrs, accession, accession_issuer),
-        "referrer": person(attrs.text("referring_physician")),
+        "referrer": person(
+            attrs.text("referring_physician"), attrs.first("referring_physician_ids") or ()
+        ),
         "interpreter": None if r5 else _people(attrs.union("reading_physicians")),
         "endpoint": endpoints,
         "numberOfSeries": len(study.series),
         "numberOfInstances": study.number_of_instances,
         "procedure" if r5 else "procedureCode": [_concept(codeable_concept(c), r5) for c in codes],
-        "location": _location(attrs.text("institution_name"), attrs.text("department_name")),
+        "location": _location(
+            attrs.text("performed_location"),
+            attrs.text("department_name"),
+            attrs.text("institution_name"),
+        ),
         "reason" if r5 else "reasonCode": [_concept(reason, r5) for reason in reasons],
         "note": [{"text": text} for text in _notes(attrs)],
         "description": attrs.text("study_description"),
@@ -131,12 +138,32 @@ def imaging_study(
     return MappedStudy(compact(resource), tuple(dict.fromkeys(attrs.warnings)))
 
 
+def _study_modalities(study: StudyState, *, r5: bool) -> list[str]:
+    """The distinct series modalities; R4 lists only acquisition modalities (CID 29).
+
+    R4 defines the study ``modality`` as the acquisition modalities of its series; R5 as all
+    of them. A study without series (MPPS only) takes the modalities its headers name.
+    """
+    found = {modality_code(series.instances[0]) for series in study.series} or {
+        modality_code(header) for header in study.headers
+    }
+    return sorted(code for code in found if code and (r5 or is_acquisition_modality(code)))
+
+
+def _requested_codes(attrs: _Study) -> list[Code]:
+    """The requested procedures' codes, top level and of each request item."""
+    requests: list[Request] = attrs.union("requests")
+    codes = attrs.union("requested_procedure_codes") + [c for r in requests for c in r.codes]
+    return list(dict.fromkeys(codes))
+
+
 def _concept(concept: JsonObject, r5: bool) -> JsonObject:
     """R5 wraps a CodeableConcept in a CodeableReference."""
     return {"concept": concept} if r5 else concept
 
 
 def _identifiers(study_uid: str, attrs: _Study, accession: str, issuer: Any) -> list[JsonObject]:
+    """Study UID, accession number (R4 only: R5 maps it to ``basedOn`` alone) and Study ID."""
     identifiers: list[JsonObject] = [{"system": DICOM_UID_SYSTEM, "value": oid_urn(study_uid)}]
     if accession:
         identifiers.append(accession_identifier(accession, issuer))
@@ -201,40 +228,60 @@ def _endpoints(options: FhirOptions, contained: list[JsonObject], *, r5: bool) -
     else:
         endpoint["connectionType"] = connection
         endpoint["payloadType"] = [{"text": "DICOM"}]
-    endpoint["address"] = options.endpoint_address
+    endpoint["address"] = options.endpoint_address.rstrip("/")
     contained.append(endpoint)
     return [{"reference": "#dicomweb", "type": "Endpoint"}]
 
 
-def _encounter(admission_id: str) -> JsonObject | None:
-    return (
-        typed_identifier_reference("Encounter", {"value": admission_id}) if admission_id else None
-    )
+def _encounter(admission_id: str, issuer: Issuer | None) -> JsonObject | None:
+    """The Encounter by AdmissionID, its IssuerOfAdmissionIDSequence as the system."""
+    if not admission_id:
+        return None
+    return typed_identifier_reference("Encounter", identifier(admission_id, issuer=issuer))
 
 
-def _based_on(attrs: _Study, accession: str, issuer: Any) -> list[JsonObject]:
-    """ServiceRequests by accession number and by Requested Procedure ID."""
-    requests = []
-    if accession:
-        requests.append(
-            typed_identifier_reference("ServiceRequest", accession_identifier(accession, issuer))
+def _based_on(attrs: _Study, accession: str, issuer: Issuer | None) -> list[JsonObject]:
+    """ServiceRequests: one per distinct accession number, then one per Requested Procedure ID.
+
+    The accessions are the top-level one and those of every RequestAttributesSequence item
+    (grouped procedures). R5 maps RequestedProcedureCodeSequence to ``basedOn``: a request's
+    code meanings are its reference's display.
+    """
+    requests: list[Request] = attrs.union("requests")
+    top = Request(accession, issuer, codes=tuple(attrs.union("requested_procedure_codes")))
+    accessions: dict[str, Request] = {}
+    for request in (top, *requests):
+        if not request.accession:
+            continue
+        known = accessions.get(request.accession, Request(request.accession))
+        accessions[request.accession] = Request(
+            request.accession, known.issuer or request.issuer, codes=known.codes + request.codes
         )
+    references = [
+        _service_request(accession_identifier(r.accession, r.issuer), r.codes)
+        for r in accessions.values()
+    ]
     for procedure_id in attrs.union("requested_procedure_ids"):
-        requests.append(
-            typed_identifier_reference(
-                "ServiceRequest",
-                {"type": {"text": "Requested Procedure ID"}, "value": procedure_id},
-            )
-        )
-    return requests
+        codes = tuple(c for r in requests if r.procedure_id == procedure_id for c in r.codes)
+        procedure = {"type": {"text": "Requested Procedure ID"}, "value": procedure_id}
+        references.append(_service_request(procedure, codes))
+    return references
+
+
+def _service_request(value: JsonObject, codes: tuple[Code, ...]) -> JsonObject:
+    """A ServiceRequest by identifier, displayed as its requested procedure's code meanings."""
+    reference = typed_identifier_reference("ServiceRequest", value)
+    display = "; ".join(dict.fromkeys(code.meaning for code in codes if code.meaning))
+    return {**reference, "display": display} if display else reference
 
 
 def _people(names: list[str]) -> list[JsonObject]:
     return [p for pn in names if (p := person(pn))]
 
 
-def _location(institution: str, department: str) -> JsonObject | None:
-    text = ", ".join(part for part in (department, institution) if part)
+def _location(*parts: str) -> JsonObject | None:
+    """A Location by display: PerformedLocation, department, institution (the present ones)."""
+    text = ", ".join(part for part in parts if part)
     return {"type": "Location", "display": text} if text else None
 
 

@@ -403,12 +403,12 @@ LATERALITY_R4: dict[str, tuple[str, str]] = {
     "B": ("51440002", "Right and left"),
 }
 
-# R5 uses DICOM CID 244, which also codes "U" (unpaired) as Unilateral.
+# R5 uses DICOM CID 244. DICOM's "U" means *unpaired* (the body part has no left or right), not
+# CID 244's "Unilateral" (one of a pair): there is no laterality to state, so U is left out.
 LATERALITY_R5: dict[str, tuple[str, str]] = {
     "L": ("7771000", "Left"),
     "R": ("24028007", "Right"),
     "B": ("51440002", "Bilateral"),
-    "U": ("66459002", "Unilateral"),
 }
 
 _LATERALITY_BY_RELEASE: Final[dict[str, dict[str, tuple[str, str]]]] = {
@@ -438,8 +438,8 @@ def body_site_coding(body_part_examined: str) -> dict[str, str] | None:
 def laterality_coding(value: str, *, release: str) -> dict[str, str] | None:
     """The SNOMED CT Coding for a DICOM laterality value in FHIR ``release`` ("R4" or "R5").
 
-    ``value`` is L, R or B (and U in R5 only), in any case and with blanks around it; anything
-    else gives None. An unknown release is a programming error and raises ValueError.
+    ``value`` is L, R or B, in any case and with blanks around it; anything else (U, unpaired,
+    included) gives None. An unknown release is a programming error and raises ValueError.
     """
     try:
         table = _LATERALITY_BY_RELEASE[release]
@@ -460,6 +460,15 @@ def _modality_displays() -> dict[str, str]:
 
 # Built once at import, from pydicom's bundled tables (no I/O).
 _MODALITY_DISPLAYS: Final[dict[str, str]] = _modality_displays()
+# CID 29 "Acquisition Modality": what R4's study-level ImagingStudy.modality may list.
+_ACQUISITION_MODALITIES: Final[frozenset[str]] = frozenset(
+    code.value for code in codes.cid29.concepts.values() if code.scheme_designator == "DCM"
+)
+
+
+def is_acquisition_modality(code: str) -> bool:
+    """True for a code of CID 29 "Acquisition Modality" (CT, MR, US, ...), not SR, RTPLAN, OT."""
+    return code in _ACQUISITION_MODALITIES
 
 
 def modality_display(code: str) -> str | None:

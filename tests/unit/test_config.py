@@ -70,6 +70,8 @@ def test_fractional_quiet_period_is_allowed() -> None:
         ('[amqp]\nurl = "http://broker"\n', {}, "amqp.url"),
         ("[aggregator]\nquiet_period_seconds = 0\n", {}, "aggregator.quiet_period_seconds"),
         ('[dicom]\nae_title = "WAY_TOO_LONG_AE_TITLE"\n', {}, "dicom.ae_title"),
+        ('[fhir]\nendpoint_address = "https://pacs/wado?token=1"\n', {}, "fhir.endpoint_address"),
+        ('[fhir]\nendpoint_address = "https://pacs/wado#part"\n', {}, "fhir.endpoint_address"),
         (
             "",
             {"LISTENER_DICOM__ALLOWED_CALLING_AE_TITLES": "CT1"},

@@ -76,7 +76,25 @@ def rich_dataset() -> Dataset:
     request.RequestedProcedureID = "RP-9"
     request.ReasonForTheRequestedProcedure = "Fever and cough"
     request.ReasonForRequestedProcedureCodeSequence = [reason]
-    dataset.RequestAttributesSequence = [request]
+    requested = Dataset()
+    requested.CodeValue, requested.CodingSchemeDesignator = "CTCHEST", "99RIS"
+    requested.CodeMeaning = "CT Chest with contrast"
+    request.RequestedProcedureCodeSequence = [requested]
+    grouped = Dataset()
+    grouped.AccessionNumber = "ACC-1002"
+    grouped.RequestedProcedureID = "RP-10"
+    dataset.RequestAttributesSequence = [request, grouped]
+    admission_issuer = Dataset()
+    admission_issuer.UniversalEntityID = "1.2.3.4.7"
+    admission_issuer.UniversalEntityIDType = "ISO"
+    dataset.IssuerOfAdmissionIDSequence = [admission_issuer]
+    dataset.PerformedLocation = "CT 2"
+    referrer_code = Dataset()
+    referrer_code.CodeValue, referrer_code.CodingSchemeDesignator = "D-17", "99HOSP"
+    referrer_code.CodeMeaning = "Smith^Anna"
+    referrer = Dataset()
+    referrer.PersonIdentificationCodeSequence = [referrer_code]
+    dataset.ReferringPhysicianIdentificationSequence = [referrer]
     dataset.RequestedProcedureComments = "Contrast allergy"
     specimen = Dataset()
     specimen.SpecimenIdentifier = "SPEC-1"
@@ -328,13 +346,6 @@ def test_image_laterality_fills_in_for_series_laterality() -> None:
     series = map_one(image_laterality="L").resource["series"][0]
 
     assert series["laterality"]["code"] == "419161000"
-
-
-def test_instance_title_falls_back_to_the_sop_class_name() -> None:
-    """Without ContentLabel, DocumentTitle or concept name, the title is the SOP class name."""
-    instance = map_one().resource["series"][0]["instance"][0]
-
-    assert instance["title"] == "CT Image Storage"
 
 
 def test_codes_map_known_schemes_and_keep_unknown_ones_as_text() -> None:

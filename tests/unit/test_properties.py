@@ -57,8 +57,15 @@ TEXT_ATTRIBUTES = {
     "DocumentTitle": "ST",
     "SeriesNumber": "IS",
     "InstanceNumber": "IS",
+    "ImageType": "CS",
+    "PerformedLocation": "SH",
 }
-CODE_SEQUENCES = ["ProcedureCodeSequence", "ConceptNameCodeSequence"]
+CODE_SEQUENCES = [
+    "ProcedureCodeSequence",
+    "ConceptNameCodeSequence",
+    "RequestedProcedureCodeSequence",
+    "AnatomicRegionSequence",
+]
 
 anything = st.text(st.characters(exclude_categories=["Cs"]), max_size=80)
 valid_uid = st.from_regex(r"[1-9][0-9]{0,2}(\.[1-9][0-9]{0,15}){1,6}", fullmatch=True)

@@ -255,10 +255,10 @@ def test_r4_laterality_uses_the_fhir_bodysite_laterality_codes(
 
 @pytest.mark.parametrize(
     ("value", "keyword"),
-    [("L", "Left"), ("R", "Right"), ("B", "Bilateral"), ("U", "Unilateral")],
+    [("L", "Left"), ("R", "Right"), ("B", "Bilateral")],
 )
 def test_r5_laterality_uses_dicom_cid244(value: str, keyword: str) -> None:
-    """R5 codes L, R, B and U with the code and meaning pydicom has in CID 244."""
+    """R5 codes L, R and B with the code and meaning pydicom has in CID 244."""
     concept = getattr(codes.cid244, keyword)
     assert laterality_coding(value, release="R5") == {
         "system": SNOMED_SYSTEM,
@@ -267,15 +267,11 @@ def test_r5_laterality_uses_dicom_cid244(value: str, keyword: str) -> None:
     }
 
 
-def test_unpaired_is_coded_in_r5_only() -> None:
-    """U (unpaired) has no code in the R4 value set, so only R5 codes it."""
-    assert "U" not in LATERALITY_R4
-    assert laterality_coding("U", release="R4") is None
-    assert laterality_coding("U", release="R5") == {
-        "system": SNOMED_SYSTEM,
-        "code": LATERALITY_R5["U"][0],
-        "display": LATERALITY_R5["U"][1],
-    }
+@pytest.mark.parametrize("release", ["R4", "R5"])
+def test_unpaired_is_never_coded(release: str) -> None:
+    """U means unpaired (no left or right), not CID 244's Unilateral: never a laterality."""
+    assert "U" not in LATERALITY_R4 and "U" not in LATERALITY_R5
+    assert laterality_coding("U", release=release) is None
 
 
 @pytest.mark.parametrize("release", ["R4", "R5"])
