@@ -1,20 +1,21 @@
 """Read a received instance's header into an InstanceRecord, never touching its pixel data.
 
 A file walked by :func:`listener.completeness.scan` is read from the raw values that walk copied
-out (only the top-level elements in :data:`HEADER_KEYWORDS`), so it is parsed once; any other file
-is parsed by pydicom, stopping before Pixel Data and deferring other large values, so memory does
-not grow with the size of the instance. Every attribute is read defensively: a malformed optional
-value becomes empty instead of failing the whole instance; only a missing or invalid identifying
-UID rejects it.
+out (only the top-level elements in :data:`HEADER_KEYWORDS`), so it is parsed once; deflated files
+too, the walk running over their streamed inflation. Any other file is parsed by pydicom, stopping
+before Pixel Data and deferring other large values (a deflated one over the same streamed
+inflation, never inflated whole), so memory does not grow with the size of the instance. Every
+attribute is read defensively: a malformed optional value becomes empty instead of failing the
+whole instance; only a missing or invalid identifying UID rejects it.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pydicom
 import pydicom.config
@@ -25,11 +26,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
-from listener.completeness import Scan
+from listener.completeness import DEFLATED, Scan, locate
+from listener.inflate import DeflateError, inflated_dataset
 from listener.model import Code, InstanceRecord, IssuedId, Issuer, Request, StaffId
 
 # Values larger than this are not read into memory while parsing (pydicom reads them on access).
 _DEFER_SIZE = 64 * 1024
+_T = TypeVar("_T")
 _UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX_LENGTH = 64
 # C0 controls and DEL, except tab, line feed and carriage return: FHIR strings cannot carry them.
@@ -134,11 +137,26 @@ def read_record(path: Path, scanned: Scan | None = None) -> InstanceRecord:
     """
     if scanned is not None and scanned.usable:
         return record_from_dataset(_dataset_from_scan(scanned), scanned.transfer_syntax)
+    located = scanned if scanned is not None else locate(str(path))
+    if located.transfer_syntax != DEFLATED:
+        parsed = _parsed(
+            lambda: pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER_SIZE)
+        )
+        return record_from_dataset(parsed)
+    with _parsed(lambda: path.open("rb")) as file:
+        # Deferred values are read from the stream while the record is built, so it stays open.
+        inflated = _parsed(lambda: inflated_dataset(file, located.dataset_offset, _DEFER_SIZE))
+        return record_from_dataset(inflated, DEFLATED)
+
+
+def _parsed(parse: Callable[[], _T]) -> _T:
+    """What ``parse`` returns; any failure to open or parse the file is a :class:`HeaderError`."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER_SIZE)
+        return parse()
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
         raise HeaderError(HeaderProblem.NOT_DICOM, type(exc).__name__) from None
-    return record_from_dataset(dataset)
+    except DeflateError as exc:
+        raise HeaderError(HeaderProblem.NOT_DICOM, str(exc)) from None
 
 
 def _dataset_from_scan(scanned: Scan) -> Dataset:

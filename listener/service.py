@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from listener.aggregator import Aggregator
-from listener.completeness import Scan, Truncated, scan
+from listener.completeness import Scan, TooLarge, Truncated, scan
 from listener.config import Settings
 from listener.dicomweb import DicomWebServer
 from listener.finisher import Completion, StudyFinisher, fhir_options
@@ -264,7 +264,8 @@ class ListenerService:
 
     def _screen(self, incoming: IncomingInstance, size: int) -> StoreOutcome | Scan:
         """Refuse an instance that is too large or truncated; else its scan, for the header."""
-        if size > self._settings.dicom.max_instance_mb * _MB:
+        limit = self._settings.dicom.max_instance_mb * _MB  # deflated: the inflated size too
+        if size > limit:
             incoming.path.unlink(missing_ok=True)
             log.warning(
                 "instance refused",
@@ -274,7 +275,16 @@ class ListenerService:
             )
             return StoreOutcome.TOO_LARGE
         try:
-            return scan(str(incoming.path), HEADER_TAGS)
+            return scan(str(incoming.path), HEADER_TAGS, max_inflated=limit)
+        except TooLarge:
+            incoming.path.unlink(missing_ok=True)
+            log.warning(
+                "instance refused",
+                reason="inflates to more than dicom.max_instance_mb",
+                size=size,
+                calling_ae=incoming.calling_ae,
+            )
+            return StoreOutcome.TOO_LARGE
         except Truncated as exc:
             log.warning(
                 "instance refused", reason=f"truncated: {exc}", calling_ae=incoming.calling_ae

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from listener.completeness import Scan, Truncated, scan
+from listener import fhir
+from listener.aggregator import Aggregator
+from listener.completeness import DEFLATED, Scan, TooLarge, Truncated, scan
+from listener.fhir import FhirOptions
 from listener.header import (
     HEADER_KEYWORDS,
     HEADER_TAGS,
@@ -25,7 +29,10 @@ from listener.header import (
     record_from_dataset,
 )
 from listener.model import InstanceRecord
+from tests.deflated import bomb, deflated_copy, deflated_file
 from tests.support import PYDICOM_CHARSET_FILES, PYDICOM_TEST_FILES, dicom_files
+
+_MB = 1024 * 1024
 
 
 def test_ct_small_header_becomes_a_record() -> None:
@@ -129,6 +136,26 @@ def _outcome(path: Path, walked: Scan | None) -> InstanceRecord | str:
         return exc.problem.value
 
 
+def _pydicom_outcome(path: Path) -> InstanceRecord | str:
+    """The record of the dataset pydicom's dcmread reads whole (pixel data aside)."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        return record_from_dataset(dataset, str(dataset.file_meta.TransferSyntaxUID))
+    except HeaderError as exc:
+        return exc.problem.value
+
+
+def _differences(got: InstanceRecord | str, expected: InstanceRecord | str) -> dict[str, Any]:
+    """The record fields (or refusals) that differ, each as (got, expected)."""
+    if isinstance(got, str) or isinstance(expected, str):
+        return {} if got == expected else {"outcome": (got, expected)}
+    return {
+        name: (value, getattr(expected, name))
+        for name, value in dataclasses.asdict(got).items()
+        if value != getattr(expected, name)
+    }
+
+
 def test_single_pass_reading_agrees_with_pydicom_on_every_test_file() -> None:
     """Read from the walk's raw values, each pydicom test file gives pydicom's own record."""
     agreed = 0
@@ -138,28 +165,183 @@ def test_single_pass_reading_agrees_with_pydicom_on_every_test_file() -> None:
         except (Truncated, OSError):
             continue
         if walked.usable:
-            assert _outcome(path, walked) == _outcome(path, None), path.name
+            assert _differences(_outcome(path, walked), _outcome(path, None)) == {}, path.name
             agreed += 1
 
     assert agreed > 150  # most files take the single pass; the comparison is not vacuous
 
 
-def test_files_the_walk_cannot_vouch_for_are_parsed_by_pydicom(tmp_path: Path) -> None:
-    """A deflated file, or one whose dataset contradicts its explicit VR syntax, is read fully."""
-    source = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")  # explicit VR little endian
+def test_deflated_file_is_read_in_a_single_pass_giving_pydicoms_record() -> None:
+    """Deflated image_dfl.dcm is walked over its inflation and gives the dcmread record."""
+    path = PYDICOM_TEST_FILES / "image_dfl.dcm"
+    walked = scan(str(path), HEADER_TAGS)
+
+    assert walked.usable
+    assert walked.transfer_syntax == DEFLATED
+    record = _outcome(path, walked)
+    assert _differences(record, _pydicom_outcome(path)) == {}
+    assert _differences(_outcome(path, None), record) == {}
+    assert isinstance(record, InstanceRecord)
+    assert record.referring_physician == "^^^^"  # present, though every name component is empty
+
+
+def test_deflated_copies_of_the_test_files_give_the_records_of_the_originals(
+    tmp_path: Path,
+) -> None:
+    """Each explicit VR file, deflated: single pass, streamed pydicom and dcmread all agree."""
+    compared = 0
+    for index, source in enumerate(
+        [*dicom_files(PYDICOM_TEST_FILES), *dicom_files(PYDICOM_CHARSET_FILES)]
+    ):
+        copy = deflated_copy(source, tmp_path / f"{index}.dcm")
+        if copy is None:
+            continue
+        try:
+            usable = scan(str(source), HEADER_TAGS).usable
+        except Truncated:
+            with pytest.raises(Truncated):
+                scan(str(copy), HEADER_TAGS)
+            continue
+        original = _outcome(source, None)
+        if isinstance(original, InstanceRecord):
+            original = dataclasses.replace(original, transfer_syntax_uid=DEFLATED)
+        walked = scan(str(copy), HEADER_TAGS)
+        assert walked.usable == usable, source.name
+        for got in (_outcome(copy, walked), _outcome(copy, None)):
+            assert _differences(got, original) == {}, source.name
+            assert _differences(got, _pydicom_outcome(copy)) == {}, source.name
+        compared += 1
+
+    assert compared > 100
+
+
+def test_deflated_instance_keeps_its_referrer(tmp_path: Path) -> None:
+    """A deflated instance's Referring Physician reaches the record and the ImagingStudy."""
+    path = deflated_copy(PYDICOM_TEST_FILES / "SC_rgb_small_odd.dcm", tmp_path / "dfl.dcm")
+    assert path is not None
+
+    record = read_record(path, scan(str(path), HEADER_TAGS))
+    aggregator = Aggregator(quiet_period=1)
+    aggregator.add(record, now=0)
+    options = FhirOptions(version="R4", subject="identifier", timezone="UTC")
+    mapped = fhir.imaging_study(aggregator.snapshot(record.study_uid), version=1, options=options)
+
+    assert record.transfer_syntax_uid == DEFLATED
+    assert record.referring_physician == "Moriarty^James"
+    assert mapped.resource["referrer"]["display"] == "James Moriarty"
+
+
+def _mislabelled(source: Path, tmp_path: Path) -> Path:
+    """``source`` written implicit VR behind a File Meta saying explicit VR little endian."""
+    dataset = pydicom.dcmread(source)
     meta, body = DicomBytesIO(), DicomBytesIO()
     meta.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(meta, source.file_meta)
+    write_file_meta_info(meta, dataset.file_meta)
     body.is_little_endian, body.is_implicit_VR = True, True
-    write_dataset(body, source)
-    mislabelled = tmp_path / "implicit-inside.dcm"
-    mislabelled.write_bytes(meta.getvalue() + body.getvalue())
+    write_dataset(body, dataset)
+    path = tmp_path / "implicit-inside.dcm"
+    path.write_bytes(meta.getvalue() + body.getvalue())
+    return path
 
-    for path in (PYDICOM_TEST_FILES / "image_dfl.dcm", mislabelled):
+
+def test_files_the_walk_cannot_vouch_for_are_parsed_by_pydicom(tmp_path: Path) -> None:
+    """A dataset contradicting its explicit VR syntax is read fully by pydicom, deflated or not."""
+    mislabelled = _mislabelled(PYDICOM_TEST_FILES / "CT_small.dcm", tmp_path)
+    deflated = deflated_copy(mislabelled, tmp_path / "implicit-inside-deflated.dcm")
+    assert deflated is not None
+
+    for path in (mislabelled, deflated):
         walked = scan(str(path), HEADER_TAGS)
         assert not walked.usable, path.name
-        assert read_record(path, walked) == read_record(path)
-    assert read_record(mislabelled, scan(str(mislabelled), HEADER_TAGS)).modality == "CT"
+        record = read_record(path, walked)
+        assert _differences(record, _pydicom_outcome(path)) == {}, path.name
+        assert record.modality == "CT"
+
+
+def test_deflated_header_sequence_too_large_to_copy_is_parsed_by_pydicom(tmp_path: Path) -> None:
+    """A 2 MB undefined-length Request Attributes Sequence is not copied; pydicom reads it."""
+    dataset = ct_dataset()
+    item = Dataset()
+    item.RequestedProcedureID = "RP7"
+    item.add_new(0x00090010, "LO", "BULK")
+    item.add_new(0x00091000, "OB", bytes(2 * _MB))
+    dataset.RequestAttributesSequence = [item]
+    dataset["RequestAttributesSequence"].is_undefined_length = True
+    item.is_undefined_length_sequence_item = True
+    plain = tmp_path / "plain.dcm"
+    dataset.save_as(plain, enforce_file_format=True)
+    path = deflated_copy(plain, tmp_path / "deflated.dcm")
+    assert path is not None
+
+    walked = scan(str(path), HEADER_TAGS)
+    record = read_record(path, walked)
+
+    assert not walked.usable
+    assert record.requested_procedure_ids == ("RP7",)
+    assert _differences(record, _pydicom_outcome(path)) == {}
+
+
+def test_deflate_bomb_is_refused_by_its_inflated_size_in_bounded_memory(tmp_path: Path) -> None:
+    """A 100 MB inflation of a small file stops at the limit, without holding what it inflated."""
+    path = tmp_path / "bomb.dcm"
+    bomb(path, inflated_mb=100)
+    assert path.stat().st_size < 2 * _MB
+
+    tracemalloc.start()
+    with pytest.raises(TooLarge):
+        scan(str(path), HEADER_TAGS, max_inflated=20 * _MB)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert peak < 4 * _MB
+
+
+def test_deflated_instance_under_the_limit_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """Walking and (streamed) pydicom reading of a 64 MB inflation hold a few MB at most."""
+    path = tmp_path / "large.dcm"
+    header = bomb(path, inflated_mb=64)
+
+    tracemalloc.start()
+    walked = scan(str(path), HEADER_TAGS, max_inflated=65 * _MB)
+    records = [read_record(path, walked), read_record(path)]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert walked.usable
+    assert [r.sop_instance_uid for r in records] == [header.SOPInstanceUID] * 2
+    assert peak < 4 * _MB
+
+
+@pytest.mark.parametrize("damage", ["cut", "corrupt"])
+def test_broken_deflate_stream_is_truncated(tmp_path: Path, damage: str) -> None:
+    """A deflate stream cut short or corrupted is reported as truncated, not read as a header."""
+    source = deflated_copy(PYDICOM_TEST_FILES / "CT_small.dcm", tmp_path / "whole.dcm")
+    assert source is not None
+    data = source.read_bytes()
+    broken = tmp_path / "broken.dcm"
+    middle = len(data) // 2
+    if damage == "cut":
+        broken.write_bytes(data[:middle])
+    else:
+        broken.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]))
+
+    with pytest.raises(Truncated):
+        scan(str(broken), HEADER_TAGS)
+
+
+def test_padding_after_the_deflate_stream_is_ignored(tmp_path: Path) -> None:
+    """A byte padding the deflated dataset to even length (as writers add) is not an element."""
+    source = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm", stop_before_pixels=True)
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, source)
+    path = deflated_file(tmp_path / "padded.dcm", source.file_meta, [body.getvalue()])
+    path.write_bytes(path.read_bytes() + b"\x00")
+
+    walked = scan(str(path), HEADER_TAGS)
+
+    assert walked.usable
+    assert read_record(path, walked).sop_instance_uid == source.SOPInstanceUID
 
 
 def test_header_keywords_name_every_top_level_attribute_read() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from listener import fhir
 from listener.aggregator import Aggregator
@@ -22,6 +23,7 @@ from listener.completeness import scan
 from listener.fhir import FhirOptions
 from listener.header import HEADER_TAGS, HeaderError, configure_lenient_reading, read_record
 from listener.model import InstanceRecord
+from tests.deflated import deflated_copy
 
 MODELS: dict[str, Any] = {"R4": R4ImagingStudy, "R5": R5ImagingStudy}
 # Text attributes the mapping reads, with the VR each is written as.
@@ -119,6 +121,14 @@ def _outcome(path: Path, *, scanned: bool = False) -> InstanceRecord | str:
         return exc.problem.value
 
 
+def _undeflated(outcome: InstanceRecord | str) -> InstanceRecord | str:
+    """The outcome as the explicit VR little endian original would give it."""
+    if isinstance(outcome, str):
+        return outcome
+    assert outcome.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    return dataclasses.replace(outcome, transfer_syntax_uid=ExplicitVRLittleEndian)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(datasets(), st.sampled_from(["R4", "R5"]), st.sampled_from(["identifier", "contained"]))
 def test_arbitrary_datasets_parse_and_map_to_valid_resources(
@@ -126,7 +136,8 @@ def test_arbitrary_datasets_parse_and_map_to_valid_resources(
 ) -> None:
     """Any dataset is refused with HeaderError or maps to a resource the model accepts.
 
-    Read from the single-pass scan or by pydicom, it gives the same record (or the same refusal).
+    Read from the single-pass scan or by pydicom, it gives the same record (or the same refusal),
+    and so does its deflated copy, read either way (but for the transfer syntax).
     """
     configure_lenient_reading()
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
@@ -140,8 +151,11 @@ def test_arbitrary_datasets_parse_and_map_to_valid_resources(
             dataset.save_as(path, enforce_file_format=True)
         except (ValueError, TypeError, UnicodeError, OverflowError):
             return  # pydicom cannot even write it: no sender could send it either
+        deflated = deflated_copy(path, Path(directory) / "deflated.dcm")
+        assert deflated is not None
         outcomes = [_outcome(path), _outcome(path, scanned=True)]
-    assert outcomes[0] == outcomes[1]
+        outcomes += [_undeflated(_outcome(deflated, scanned=s)) for s in (False, True)]
+    assert outcomes[1:] == outcomes[:1] * 3
     record = outcomes[0]
     if not isinstance(record, InstanceRecord):
         return
