@@ -150,9 +150,9 @@ def _differences(got: InstanceRecord | str, expected: InstanceRecord | str) -> d
     if isinstance(got, str) or isinstance(expected, str):
         return {} if got == expected else {"outcome": (got, expected)}
     return {
-        name: (value, getattr(expected, name))
-        for name, value in dataclasses.asdict(got).items()
-        if value != getattr(expected, name)
+        field.name: (getattr(got, field.name), getattr(expected, field.name))
+        for field in dataclasses.fields(got)
+        if getattr(got, field.name) != getattr(expected, field.name)
     }
 
 
