@@ -32,6 +32,7 @@ from listener.metrics import Metrics, MetricsServer
 from listener.model import InstanceRecord, StoreOutcome
 from listener.procedures import ProcedureSteps
 from listener.publisher import Publisher
+from listener.readiness import ReadinessProbe
 from listener.relay import OutboxRelay
 from listener.retention import Retention
 from listener.scp import DicomServer, IncomingInstance
@@ -75,6 +76,9 @@ class ListenerService:
         self.metrics = Metrics()
         self.metrics.studies_pending.set_function(lambda: len(self._aggregator))
         self.metrics.outbox_depth.set_function(self._journal.outbox_depth)
+        self._readiness = ReadinessProbe(
+            data_dir, data_dir / "journal.sqlite3", min_free_mb=settings.storage.min_free_mb
+        )
         self._relay = OutboxRelay(
             self._journal,
             publisher,
@@ -82,6 +86,7 @@ class ListenerService:
             metrics=self.metrics,
             clock=clock,
         )
+        self.metrics.broker_connected.set_function(lambda: float(self._relay.broker_connected))
         self._metrics_server = (
             MetricsServer(
                 self.metrics,
@@ -155,6 +160,7 @@ class ListenerService:
             thread.join(timeout=grace_seconds)
         if self._metrics_server is not None:
             self._metrics_server.stop()
+        self._readiness.close()
         self._journal.close()
         log.info("stopped", pending_studies=len(self._aggregator))
 
@@ -164,13 +170,8 @@ class ListenerService:
         self._relay.notify()
 
     def readiness(self) -> list[str]:
-        """Why the listener is not ready (empty when ready): journal writable, broker connected."""
-        problems = []
-        if not self._journal.writable():
-            problems.append("journal not writable")
-        if not self._relay.broker_connected:
-            problems.append("broker not connected")
-        return problems
+        """Why a C-STORE now would be refused (empty when ready); the broker is not a reason."""
+        return self._readiness.problems()
 
     def _recover(self) -> None:
         """Rebuild pending studies from the journal; clear spool files a crash left behind."""
