@@ -16,25 +16,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from listener import __version__, admin
+from listener import __version__, admin, config_report
 from listener.config import (
     ConfigError,
     LoadedSettings,
     Settings,
     broker_url,
-    describe,
     load_settings,
     mask_url,
-    setting_value,
 )
 from listener.logging import configure_logging, get_logger
 from listener.publisher import PikaPublisher, Publisher, broker_tls_context
 from listener.scp import client_tls_context, verify
 from listener.service import ListenerService
 from listener.sinks import DirectorySink, StdoutSink
+from listener.startup import STARTUP_ERRORS, restrict_permissions, startup_problem
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
-_SECRET_KEYS = {"amqp.url"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,11 +141,10 @@ def make_publisher(settings: Settings) -> Publisher:
 
 
 def _check_config(loaded: LoadedSettings) -> int:
-    settings = loaded.settings
-    for key, _default, _doc in describe():
-        value = setting_value(settings, key)
-        shown = mask_url(value) if key in _SECRET_KEYS else value
-        print(f"{key} = {shown!r}  # {loaded.sources[key]}")
+    for line in config_report.settings_lines(loaded.settings, loaded.sources):
+        print(line)
+    for warning in config_report.host_warnings(loaded.settings):
+        print(f"dicom-listener: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -207,12 +204,18 @@ def _run(loaded: LoadedSettings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    service = ListenerService(settings, publisher=publisher)
+    data_dir = settings.storage.data_dir
+    try:
+        restrict_permissions(data_dir)
+        service = ListenerService(settings, publisher=publisher)
+    except STARTUP_ERRORS as exc:
+        print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         service.start()
-    except OSError as exc:
-        log.error("cannot start", error=str(exc))
+    except STARTUP_ERRORS as exc:
         service.stop(grace_seconds=0)
+        print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
         return EXIT_FAILURE
     log.info("listener started", version=__version__, output=_output_description(settings))
     stop.wait()

@@ -159,8 +159,8 @@ class AmqpSettings:
         "Durable queue bound to the exchange with the routing key; empty declares none.",
     )
     reconnect_max_seconds: float = _setting(
-        30.0,
-        "Longest wait between reconnect attempts (the backoff doubles up to this).",
+        5.0,
+        "Longest wait between reconnect attempts (backoff doubles up to it); less once it answers.",
         checks.positive,
     )
     password_file: str = _setting(

@@ -39,13 +39,18 @@ def ae_titles(values: list[str]) -> str | None:
 
 
 def amqp_url(value: str) -> str | None:
-    """An amqp:// or amqps:// URL."""
-    scheme = urlsplit(value).scheme
-    return (
-        None
-        if scheme in ("amqp", "amqps")
-        else f"must be an amqp:// or amqps:// URL, got scheme {scheme!r}"
-    )
+    """An amqp:// or amqps:// URL with a valid port, if it names one."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("amqp", "amqps"):
+        return f"must be an amqp:// or amqps:// URL, got scheme {parts.scheme!r}"
+    try:
+        parts.port  # noqa: B018 -- urllib checks the port (a number, 0 to 65535) when read
+    except ValueError:
+        port = parts.netloc.rpartition(":")[2]
+        return f"has an invalid port {port!r}: must be a number between 1 and 65535"
+    if parts.port == 0:
+        return "has an invalid port '0': must be a number between 1 and 65535"
+    return None
 
 
 def file(value: str) -> str | None:

@@ -101,7 +101,9 @@ class Journal:
     """SQLite implementation of :class:`JournalStore`; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Patient data: created 0600 before SQLite opens it, whose -wal and -shm copy its mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # Another process (the CLI's republish) may write at the same time: wait, do not fail.

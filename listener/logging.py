@@ -81,9 +81,36 @@ def configure_logging(
     root.handlers[:] = [handler]
     logging.captureWarnings(True)  # library warnings as log lines in the same format
     root.setLevel(level)
-    # pynetdicom and pika narrate every PDU at INFO/DEBUG; keep their warnings and errors only.
-    for noisy in ("pynetdicom", "pika"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # pynetdicom narrates every PDU at INFO/DEBUG; keep its warnings and errors only.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # pika logs ~7 ERROR lines (one with a traceback) per failed reconnect; the relay says what
+    # matters (one WARNING when the broker is lost, one INFO when back), so pika is DEBUG only.
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    debug = logging.getLevelName(level) <= logging.DEBUG
+    handler.addFilter(DemoteToDebug("pika", enabled=debug))
+
+
+class DemoteToDebug(logging.Filter):
+    """Makes a library's records DEBUG lines without traceback, or drops them above DEBUG.
+
+    On the handler, not the library's logger: a logger's filters miss its children's records.
+    """
+
+    def __init__(self, name: str, *, enabled: bool) -> None:
+        super().__init__()
+        self._prefix = f"{name}."
+        self._library = name
+        self._enabled = enabled
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote ``record`` if it is the library's (kept only when the level is DEBUG)."""
+        if record.name != self._library and not record.name.startswith(self._prefix):
+            return True
+        if not self._enabled:
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

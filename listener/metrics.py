@@ -1,9 +1,10 @@
 """Prometheus metrics and the health endpoints, served together on ``metrics.host:metrics.port``.
 
 ``/metrics`` is the Prometheus text format; ``/healthz`` answers 200 while the process runs;
-``/readyz`` answers 200 only while the journal is writable and the output (broker, directory or
-stdout) is available, and 503 with the reason otherwise. Each service owns its registry (no
-process-global metrics), so tests can run several.
+``/readyz`` answers 200 while a C-STORE would be acknowledged (see :mod:`listener.readiness`), and
+503 with the reasons otherwise. Each service owns its registry (no process-global metrics), so
+tests can run several. Counters carry no ``_created`` series: nothing here needs their creation
+time, and each one doubled the series a scrape stores.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -33,6 +35,8 @@ class Metrics:
     """Every metric the listener exports (names are prefixed ``dicom_listener_``)."""
 
     def __init__(self) -> None:
+        # Process-wide in prometheus_client (no per-registry switch); no registry here wants them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it untyped
         self.registry = CollectorRegistry()
         registry = self.registry
         self.associations_active = Gauge(
@@ -75,6 +79,11 @@ class Metrics:
         self.outbox_depth = Gauge(
             f"{PREFIX}outbox_depth",
             "Finished study versions waiting for the broker.",
+            registry=registry,
+        )
+        self.broker_connected = Gauge(
+            f"{PREFIX}broker_connected",
+            "1 while the publisher's broker connection is open, else 0 (not part of /readyz).",
             registry=registry,
         )
         self.publish_failures = Counter(

@@ -7,6 +7,7 @@ closed by one thread: the service's publish loop. Every publish waits for the br
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 CONTENT_TYPE = "application/fhir+json"
+REACHABLE_TIMEOUT_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,9 @@ class Publisher(Protocol):
 
     def idle(self, seconds: float) -> None:
         """Wait up to ``seconds`` while keeping the connection alive (heartbeats)."""
+
+    def reachable(self) -> bool:
+        """A cheap check (no login) that the destination answers at all, between reconnects."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -150,6 +155,15 @@ class PikaPublisher:
             self._connection.process_data_events(time_limit=seconds)
         except (pika.exceptions.AMQPError, OSError):
             self.close()
+
+    def reachable(self) -> bool:
+        """True when the broker's TCP port accepts a connection (a TCP handshake, no AMQP)."""
+        address = (self._parameters.host, self._parameters.port)
+        try:
+            with socket.create_connection(address, timeout=REACHABLE_TIMEOUT_SECONDS):
+                return True
+        except OSError:
+            return False
 
     def close(self) -> None:
         """Close the connection, ignoring a connection that is already gone."""

@@ -33,6 +33,7 @@ from listener.metrics import Metrics, MetricsServer
 from listener.model import InstanceRecord, StoreOutcome
 from listener.procedures import ProcedureSteps
 from listener.publisher import Publisher
+from listener.readiness import ReadinessProbe
 from listener.relay import OutboxRelay
 from listener.retention import Retention
 from listener.scp import DicomServer, IncomingInstance
@@ -43,11 +44,6 @@ _OUTCOME_FOR_PROBLEM = {
     HeaderProblem.NOT_DICOM: StoreOutcome.NOT_DICOM,
     HeaderProblem.MISSING_UID: StoreOutcome.MISSING_UID,
     HeaderProblem.INVALID_UID: StoreOutcome.INVALID_UID,
-}
-_OUTPUT_PROBLEM = {
-    "amqp": "broker not connected",
-    "directory": "output directory not writable",
-    "stdout": "standard output closed",
 }
 _MB = 1024 * 1024
 _HOUSEKEEPING_INTERVAL = 60.0
@@ -81,6 +77,9 @@ class ListenerService:
         self.metrics = Metrics()
         self.metrics.studies_pending.set_function(lambda: len(self._aggregator))
         self.metrics.outbox_depth.set_function(self._journal.outbox_depth)
+        self._readiness = ReadinessProbe(
+            data_dir, data_dir / "journal.sqlite3", min_free_mb=settings.storage.min_free_mb
+        )
         self._relay = OutboxRelay(
             self._journal,
             publisher,
@@ -88,6 +87,7 @@ class ListenerService:
             metrics=self.metrics,
             clock=clock,
         )
+        self.metrics.broker_connected.set_function(lambda: float(self._relay.broker_connected))
         self._metrics_server = (
             MetricsServer(
                 self.metrics,
@@ -176,6 +176,7 @@ class ListenerService:
             self._metrics_server.stop()
         if self._dicomweb is not None:
             self._dicomweb.stop()
+        self._readiness.close()
         self._journal.close()
         log.info("stopped", pending_studies=len(self._aggregator))
 
@@ -185,13 +186,8 @@ class ListenerService:
         self._relay.notify()
 
     def readiness(self) -> list[str]:
-        """Why the listener is not ready (empty when ready): journal writable, output reachable."""
-        problems = []
-        if not self._journal.writable():
-            problems.append("journal not writable")
-        if not self._relay.broker_connected:
-            problems.append(_OUTPUT_PROBLEM[self._settings.output.kind])
-        return problems
+        """Why a C-STORE now would be refused (empty when ready); the broker is not a reason."""
+        return self._readiness.problems()
 
     def _recover(self) -> None:
         """Rebuild pending studies from the journal; clear spool files a crash left behind."""

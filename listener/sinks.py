@@ -96,6 +96,13 @@ class DirectorySink:
     def idle(self, seconds: float) -> None:
         """Nothing to keep alive."""
 
+    def reachable(self) -> bool:
+        """True when the directory (or the parent it would be created in) can be written."""
+        existing = next(
+            (p for p in (self._directory, *self._directory.parents) if p.exists()), None
+        )
+        return existing is not None and os.access(existing, os.W_OK | os.X_OK)
+
     def close(self) -> None:
         """Nothing to release; the next connect checks the directory again."""
         self._ready = False
@@ -135,6 +142,10 @@ class StdoutSink:
 
     def idle(self, seconds: float) -> None:
         """Nothing to keep alive."""
+
+    def reachable(self) -> bool:
+        """Standard output cannot come back once it failed."""
+        return self._ready
 
     def close(self) -> None:
         """Standard output stays open for the process."""

@@ -285,8 +285,9 @@ def test_amqps_with_a_private_ca_publishes_and_an_unknown_ca_does_not(
             LISTENER_AMQP__TLS__CA_FILE=str(CertificateAuthority(other_ca, "Other").pem.cert),
         )
         time.sleep(2)
-        status, body = http_get(f"{untrusted.metrics_url}/readyz")
-        assert status == 503 and "broker not connected" in body
+        metrics = http_get(f"{untrusted.metrics_url}/metrics")[1]
+        assert metric_value(metrics, "dicom_listener_broker_connected") == 0
+        assert metric_value(metrics, "dicom_listener_studies_published_total") == 0
         assert untrusted.stop() == 0
 
         trusted = start_listener(

@@ -48,6 +48,9 @@ class FakePublisher:
     def idle(self, seconds: float) -> None:
         return None
 
+    def reachable(self) -> bool:
+        return True
+
     def close(self) -> None:
         return None
 
