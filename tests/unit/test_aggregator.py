@@ -279,6 +279,6 @@ def test_restore_takes_records_in_reception_order() -> None:
     """Records restored oldest first: the last one defines the series, as when received live."""
     aggregator = Aggregator(quiet_period=10)
 
-    aggregator.restore([described("1.1.2", 2, "Old"), described("1.1.1", 1, "New")], 5)
+    aggregator.restore([described("1.1.1", 1, "Old"), described("1.1.2", 2, "New")], 5)
 
     assert series_description(aggregator) == "New"
