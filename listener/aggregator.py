@@ -7,6 +7,10 @@ A study is finished (due) when the first of these holds (docs/completion.md):
   MPPS still missing instances, not before its grace period ends either);
 - ``max-age``: ``max_age`` seconds passed since the study's first instance (0 = never).
 
+Series- and study-level values come from the most recently received instance (snapshots carry
+each series' and the study's instances latest first; docs/mapping.md), so a re-sent instance with a
+changed header relabels its series whichever instance it is.
+
 Pure: the caller passes the current time, so tests drive it with a fake clock and recovery can
 replay journal records with their original arrival times.
 """
@@ -28,9 +32,19 @@ class _PendingStudy:
     series: dict[str, dict[str, InstanceRecord]] = field(default_factory=dict)
     expected: frozenset[str] = frozenset()
     expected_until: float = 0.0
+    # SOP Instance UIDs in order of reception, the most recent last (a dict as an ordered set).
+    received: dict[str, None] = field(default_factory=dict)
 
     def present(self) -> set[str]:
         return {uid for instances in self.series.values() for uid in instances}
+
+
+def _forget(study: _PendingStudy, sop_instance_uid: str) -> None:
+    """Take one instance out of ``study``, dropping its series if left empty."""
+    study.received.pop(sop_instance_uid, None)
+    for series_uid, instances in list(study.series.items()):
+        if instances.pop(sop_instance_uid, None) is not None and not instances:
+            del study.series[series_uid]
 
 
 def _instance_order(record: InstanceRecord) -> tuple[bool, int, str]:
@@ -39,15 +53,16 @@ def _instance_order(record: InstanceRecord) -> tuple[bool, int, str]:
 
 
 def _series_order(series: SeriesState) -> tuple[bool, int, str]:
-    number = series.instances[0].series_number if series.instances else None
+    number = series.latest_first[0].series_number if series.latest_first else None
     return (number is None, number or 0, series.series_uid)
 
 
 class Aggregator:
     """Pending studies by StudyInstanceUID, their series by UID, their instances by SOP UID.
 
-    The same SOP Instance UID added twice is one instance (the later record replaces the earlier);
-    a study is due once ``quiet_period`` seconds have passed since its last new instance.
+    The same SOP Instance UID added twice is one instance (the later record replaces the earlier
+    and becomes the most recently received); a study is due once ``quiet_period`` seconds have
+    passed since its last new instance. :meth:`restore` takes records in reception order.
     """
 
     def __init__(self, *, quiet_period: float, max_age: float = 0.0) -> None:
@@ -64,13 +79,17 @@ class Aggregator:
             known = pending.series.get(record.series_uid, {}).get(record.sop_instance_uid)
             if known == record:
                 return False
-            self.discard_instance(record.sop_instance_uid)
+            if previous_study == record.study_uid:
+                _forget(pending, record.sop_instance_uid)  # the study keeps its clocks and MPPS
+            else:
+                self.discard_instance(record.sop_instance_uid)
         study = self._studies.setdefault(
             record.study_uid, _PendingStudy(last_arrival=now, first_arrival=now)
         )
         study.last_arrival = max(study.last_arrival, now)
         study.first_arrival = min(study.first_arrival, now)
         study.series.setdefault(record.series_uid, {})[record.sop_instance_uid] = record
+        study.received[record.sop_instance_uid] = None
         self._study_of_instance[record.sop_instance_uid] = record.study_uid
         return True
 
@@ -97,9 +116,7 @@ class Aggregator:
         if study_uid is None:
             return
         study = self._studies[study_uid]
-        for series_uid, instances in list(study.series.items()):
-            if instances.pop(sop_instance_uid, None) is not None and not instances:
-                del study.series[series_uid]
+        _forget(study, sop_instance_uid)
         if not study.series:
             del self._studies[study_uid]
 
@@ -149,13 +166,23 @@ class Aggregator:
         return min(self._due_at(study)[0] for study in self._studies.values())
 
     def snapshot(self, study_uid: str) -> StudyState:
-        """The study's current state in canonical order."""
+        """The study's current state in canonical order, with its instances latest first."""
         study = self._studies[study_uid]
+        records = {uid: r for instances in study.series.values() for uid, r in instances.items()}
+        latest = tuple(records[uid] for uid in reversed(study.received))
         series = (
-            SeriesState(series_uid, tuple(sorted(instances.values(), key=_instance_order)))
+            SeriesState(
+                series_uid,
+                tuple(sorted(instances.values(), key=_instance_order)),
+                tuple(record for record in latest if record.series_uid == series_uid),
+            )
             for series_uid, instances in study.series.items()
         )
-        return StudyState(study_uid=study_uid, series=tuple(sorted(series, key=_series_order)))
+        return StudyState(
+            study_uid=study_uid,
+            series=tuple(sorted(series, key=_series_order)),
+            latest_first=latest,
+        )
 
     def pop(self, study_uid: str) -> StudyState:
         """Remove a finished study and return its final state."""

@@ -234,6 +234,10 @@ class StorageSettings:
         "Forget the records of studies published this many days ago; 0 keeps them.",
         checks.not_negative,
     )
+    on_changed_instance: Literal["new-version", "keep-first", "reject"] = _setting(
+        "new-version",
+        "A known SOP Instance UID re-sent with other content: new-version, keep-first or reject.",
+    )
 
 
 @dataclass(frozen=True)

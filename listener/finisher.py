@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from listener import fhir
 from listener.config import Settings
@@ -86,8 +87,7 @@ class StudyFinisher:
         for warning in mapped.warnings:
             log.warning("study mapping", study_uid=state.study_uid, problem=warning)
         resource = mapped.resource
-        unversioned = {key: value for key, value in resource.items() if key != "meta"}
-        digest = hashlib.sha256(fhir.encode(unversioned)).hexdigest()
+        digest = _content_digest(state, resource)
         message = OutboxMessage(
             id=0,
             study_uid=state.study_uid,
@@ -111,3 +111,19 @@ class StudyFinisher:
             created_at=now,
         )
         return message, digest
+
+
+def _content_digest(state: StudyState, resource: dict[str, Any]) -> str:
+    """What a new version must differ in: the resource without ``meta``, and the instances' bytes.
+
+    A re-sent instance with other pixel data but the same header changes no element of the
+    resource, yet consumers that processed the instance must hear of it: its content digest
+    is part of this one. Without instance digests (records from before journal schema 4) it is
+    the resource's digest alone, as before, so an upgrade does not publish unchanged studies.
+    """
+    unversioned = {key: value for key, value in resource.items() if key != "meta"}
+    digest = hashlib.sha256(fhir.encode(unversioned))
+    contents = sorted((r.sop_instance_uid, r.digest) for r in state.instances if r.digest)
+    for uid, content in contents:
+        digest.update(f"\n{uid} {content}".encode())
+    return digest.hexdigest()

@@ -2,10 +2,13 @@
 
 ``data_dir/instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. UIDs are
 validated before they get here (digits and dots only), so they are safe as path components.
+An instance moved to another series or study leaves its old file, which :meth:`InstanceFiles.remove`
+deletes once the move is journaled (so each SOP instance has exactly one file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import replace
@@ -14,6 +17,8 @@ from pathlib import Path
 from listener.model import InstanceRecord
 
 _MB = 1024 * 1024
+_PREAMBLE_AND_MAGIC = 132  # 128-byte preamble, then b"DICM"
+_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes, explicit VR LE
 
 
 class InstanceFiles:
@@ -44,6 +49,18 @@ class InstanceFiles:
         fsync_directory(target.parent)
         return replace(record, file=relative.as_posix(), size=size)
 
+    def remove(self, relative: str) -> None:
+        """Delete a file left behind by a moved instance, and its series/study folders if empty."""
+        if not relative:
+            return
+        path = self._root / relative
+        path.unlink(missing_ok=True)
+        for folder in (path.parent, path.parent.parent):
+            try:
+                folder.rmdir()  # only succeeds when empty
+            except OSError:
+                break
+
     def exists(self, record: InstanceRecord) -> bool:
         """True when the record's file is on disk (always True when files are not kept)."""
         return not self._keep or not record.file or (self._root / record.file).is_file()
@@ -56,6 +73,21 @@ class InstanceFiles:
         count = sum(1 for _ in study_dir.rglob("*.dcm"))
         shutil.rmtree(study_dir, ignore_errors=True)
         return count
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 (hex) of the dataset in ``path``, skipping the File Meta Information.
+
+    The meta group is written by the receiver, not the sender; hashing what follows it makes
+    the digest a property of the dataset as sent (its transfer syntax is in the record).
+    """
+    with path.open("rb") as handle:
+        head = handle.read(_PREAMBLE_AND_MAGIC + len(_GROUP_LENGTH) + 4)
+        start = 0
+        if head[128:132] == b"DICM" and head[132:140] == _GROUP_LENGTH:
+            start = len(head) + int.from_bytes(head[140:144], "little")
+        handle.seek(start)
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def fsync_directory(path: Path) -> None:

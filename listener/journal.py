@@ -43,7 +43,7 @@ __all__ = [
     "StudySummary",
 ]
 
-SCHEMA_VERSION = 3  # 2: the mpps table; 3: studies.opened_at
+SCHEMA_VERSION = 4  # 2: the mpps table; 3: studies.opened_at; 4: the stale_files table
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS mpps (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mpps_by_study ON mpps (study_uid);
+-- Files of instances that moved to another series or study, until they are deleted.
+CREATE TABLE IF NOT EXISTS stale_files (
+    path TEXT PRIMARY KEY,  -- relative to data_dir/instances
+    since REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     study_uid TEXT NOT NULL,
@@ -177,6 +182,8 @@ class Journal:
     def add_instance(self, record: InstanceRecord, received_at: float) -> AddResult:
         """Record ``record``; an identical re-send changes nothing.
 
+        A record whose file moved (another series or study) lists its old file in
+        ``stale_files`` in the same transaction; the result names it for deletion.
         Not yet durable on return: call :meth:`make_durable` with the result's sequence.
         """
         encoded = json.dumps(record.to_json(), sort_keys=True)
@@ -188,6 +195,7 @@ class Journal:
             ).fetchone()
             if row is not None and row[1] == encoded:
                 return AddResult(Change.DUPLICATE)  # nothing written: nothing to make durable
+            stale = self._note_stale_file(db, row[1] if row else None, record, received_at)
             db.execute(
                 "INSERT OR REPLACE INTO instances"
                 " (sop_instance_uid, study_uid, record, received_at) VALUES (?, ?, ?, ?)",
@@ -206,7 +214,39 @@ class Journal:
                     self._settle_empty(db, left_behind)
                     emptied = (left_behind,)
         change = Change.NEW if row is None else Change.CHANGED
-        return AddResult(change, tuple(reopened), transaction.sequence, emptied)
+        return AddResult(change, tuple(reopened), transaction.sequence, emptied, stale)
+
+    @staticmethod
+    def _note_stale_file(
+        db: sqlite3.Connection, held: str | None, record: InstanceRecord, now: float
+    ) -> str:
+        """List the held record's file as stale if ``record`` lives elsewhere; return it or ""."""
+        if record.file:  # a file written here again is live, whatever an earlier move said
+            db.execute("DELETE FROM stale_files WHERE path = ?", (record.file,))
+        old = str(json.loads(held).get("file", "")) if held else ""
+        if not old or old == record.file:
+            return ""
+        db.execute("INSERT OR REPLACE INTO stale_files (path, since) VALUES (?, ?)", (old, now))
+        return old
+
+    def stale_files(self) -> list[str]:
+        """Files of moved instances not yet deleted (a crash came between commit and delete)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM stale_files ORDER BY since").fetchall()
+        return [row[0] for row in rows]
+
+    def forget_stale_file(self, path: str) -> None:
+        """Record that a stale file was deleted (not fsynced: deleting it again is harmless)."""
+        with self._transaction(durable=False) as transaction:
+            transaction.db.execute("DELETE FROM stale_files WHERE path = ?", (path,))
+
+    def instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        """The record held for a SOP Instance UID, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()
+        return InstanceRecord.from_json(json.loads(row[0])) if row else None
 
     @staticmethod
     def _has_instances(db: sqlite3.Connection, study_uid: str) -> bool:
@@ -264,10 +304,11 @@ class Journal:
         return StudyRow(*row) if row else None
 
     def study_records(self, study_uid: str) -> list[InstanceRecord]:
-        """Every instance record of a study."""
+        """Every instance record of a study, in order of reception (the most recent last)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT record FROM instances WHERE study_uid = ?", (study_uid,)
+                "SELECT record FROM instances WHERE study_uid = ? ORDER BY received_at, rowid",
+                (study_uid,),
             ).fetchall()
         return [InstanceRecord.from_json(json.loads(row[0])) for row in rows]
 

@@ -36,13 +36,15 @@ class AddResult:
     ``reopened`` lists studies that had been published and are pending again because of this
     instance (its own study, and the study it moved away from, if any). ``emptied`` names the
     study it moved away from when that study has no instances left: there is nothing to publish
-    for it, so it is not pending.
+    for it, so it is not pending. ``stale_file`` is the instance's previous file when it moved
+    to another series or study: delete it, then :meth:`JournalStore.forget_stale_file`.
     """
 
     change: Change
     reopened: tuple[str, ...] = ()
     sequence: int = 0  # pass to make_durable() before acknowledging
     emptied: tuple[str, ...] = ()
+    stale_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,15 @@ class JournalStore(Protocol):
 
     def make_durable(self, sequence: int) -> None:
         """Wait until a commit is on stable storage."""
+
+    def instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        """The record held for a SOP Instance UID."""
+
+    def stale_files(self) -> list[str]:
+        """Files of moved instances not yet deleted."""
+
+    def forget_stale_file(self, path: str) -> None:
+        """Record that a stale file was deleted."""
 
     def study(self, study_uid: str) -> StudyRow | None:
         """One study's durable state."""

@@ -140,6 +140,9 @@ class InstanceRecord:
     # Storage
     file: str = ""
     size: int = 0
+    # SHA-256 of the dataset as received (after the File Meta Information); "" in records
+    # journaled before schema 4. Two receptions with equal digests carry the same content.
+    digest: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict (the journal's representation)."""
@@ -183,10 +186,19 @@ def _from_json(hint: Any, value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class SeriesState:
-    """One series of a study, its instances in canonical order."""
+    """One series of a study, its instances in canonical order.
+
+    ``latest_first`` holds the same instances, the most recently received first: series-level
+    values (description, number, modality, ...) come from there (docs/mapping.md).
+    """
 
     series_uid: str
     instances: tuple[InstanceRecord, ...]
+    latest_first: tuple[InstanceRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.latest_first:
+            object.__setattr__(self, "latest_first", self.instances)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +213,12 @@ class StudyState:
     series: tuple[SeriesState, ...]
     # Study-level attribute sources that are not instances (an MPPS), consulted after them.
     headers: tuple[InstanceRecord, ...] = ()
+    # Every instance, the most recently received first: study-level values come from there.
+    latest_first: tuple[InstanceRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.latest_first:
+            object.__setattr__(self, "latest_first", self.instances)
 
     @property
     def instances(self) -> tuple[InstanceRecord, ...]:
@@ -224,5 +242,48 @@ class StoreOutcome(enum.Enum):
     MISMATCH = "mismatch"
     TRUNCATED = "truncated"
     TOO_LARGE = "too_large"
+    KEPT_FIRST = "kept_first"  # changed re-send acknowledged, stored version kept (keep-first)
+    CHANGED_REFUSED = "changed_refused"  # changed re-send refused (reject)
     OUT_OF_RESOURCES = "out_of_resources"
     FAILED = "failed"
+
+
+class Resend(enum.Enum):
+    """How a received instance relates to the one already held under its SOP Instance UID."""
+
+    NEW = "new"
+    IDENTICAL = "identical"
+    CHANGED = "changed"
+
+
+def compare_resend(held: InstanceRecord | None, received: InstanceRecord) -> Resend:
+    """Classify ``received`` against ``held`` (None when its SOP Instance UID is not held).
+
+    With both content digests known, identical means the same dataset bytes in the same transfer
+    syntax, pixel data included. A record journaled before digests existed is compared by its
+    header fields, as before (an identical re-send must not create a version after an upgrade).
+    """
+    if held is None:
+        return Resend.NEW
+    if held.digest and received.digest:
+        same = (held.digest, held.transfer_syntax_uid) == (
+            received.digest,
+            received.transfer_syntax_uid,
+        )
+    else:
+        same = _header(held) == _header(received)
+    return Resend.IDENTICAL if same else Resend.CHANGED
+
+
+def _header(record: InstanceRecord) -> InstanceRecord:
+    """The record without what storage adds (file, size, digest)."""
+    return dataclasses.replace(record, file="", size=0, digest="")
+
+
+def describe_change(held: InstanceRecord, received: InstanceRecord) -> str:
+    """What a changed re-send changed, for logs: its study, its series, its header or its bytes."""
+    if held.study_uid != received.study_uid:
+        return "moved-study"
+    if held.series_uid != received.series_uid:
+        return "moved-series"
+    return "header" if _header(held) != _header(received) else "content"

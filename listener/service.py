@@ -12,6 +12,7 @@ import errno
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from listener.aggregator import Aggregator
 from listener.completeness import Scan, TooLarge, Truncated, scan
@@ -26,11 +27,12 @@ from listener.header import (
     configure_lenient_reading,
     read_record,
 )
-from listener.instance_files import InstanceFiles
+from listener.instance_files import InstanceFiles, content_digest
 from listener.journal import Change, Journal, JournalError, JournalStore
+from listener.keyed_lock import KeyedLock
 from listener.logging import get_logger
 from listener.metrics import Metrics, MetricsServer
-from listener.model import InstanceRecord, StoreOutcome
+from listener.model import InstanceRecord, Resend, StoreOutcome, compare_resend, describe_change
 from listener.procedures import ProcedureSteps
 from listener.publisher import Publisher
 from listener.readiness import ReadinessProbe
@@ -110,6 +112,7 @@ class ListenerService:
             else None
         )
         self._lock = threading.Lock()
+        self._sop_locks = KeyedLock()  # one re-send of a SOP instance at a time
         self._stopping = threading.Event()
         self._wake_completion = threading.Event()
         self.procedures = ProcedureSteps(
@@ -194,6 +197,10 @@ class ListenerService:
         leftovers = list(self._spool_dir.glob("*")) if self._spool_dir.exists() else []
         for leftover in leftovers:
             leftover.unlink(missing_ok=True)
+        stale = self._journal.stale_files()  # moved instances' old files a crash left behind
+        for path in stale:
+            self._files.remove(path)
+            self._journal.forget_stale_file(path)
         restored = 0
         for row in self._journal.pending_studies():
             records = self._journal.study_records(row.study_uid)
@@ -218,6 +225,7 @@ class ListenerService:
             pending_studies=restored,
             outbox=self._journal.outbox_depth(),
             spool_leftovers_removed=len(leftovers),
+            stale_files_removed=len(stale),
         )
 
     # -- receive path (association threads) ----------------------------------------------------
@@ -248,7 +256,7 @@ class ListenerService:
             if not self._files.has_room():
                 log.error("disk reserve reached; refusing", calling_ae=incoming.calling_ae)
                 return StoreOutcome.OUT_OF_RESOURCES
-            return self._commit(self._files.place(incoming.path, record, size=size))
+            return self._store(incoming, record, size)
         except (OSError, JournalError) as exc:
             full = (isinstance(exc, JournalError) and exc.full) or (
                 isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -289,6 +297,42 @@ class ListenerService:
         except OSError:
             return StoreOutcome.NOT_DICOM
 
+    def _store(self, incoming: IncomingInstance, record: InstanceRecord, size: int) -> StoreOutcome:
+        """Compare with the held version by content digest, apply the policy, place and commit."""
+        record = replace(record, digest=content_digest(incoming.path))
+        with self._sop_locks.hold(record.sop_instance_uid):
+            held = self._journal.instance(record.sop_instance_uid)
+            resend = compare_resend(held, record)
+            refused = None
+            if resend is Resend.IDENTICAL:
+                refused = StoreOutcome.DUPLICATE
+            elif held is not None and resend is Resend.CHANGED:
+                refused = self._apply_changed_policy(incoming, held, record)
+            if refused is not None:
+                incoming.path.unlink(missing_ok=True)
+                return refused
+            return self._commit(self._files.place(incoming.path, record, size=size))
+
+    def _apply_changed_policy(
+        self, incoming: IncomingInstance, held: InstanceRecord, record: InstanceRecord
+    ) -> StoreOutcome | None:
+        """None to store a changed re-send (new-version), else the outcome that refuses it."""
+        policy = self._settings.storage.on_changed_instance
+        fields = {
+            "sop_instance_uid": record.sop_instance_uid,
+            "study_uid": held.study_uid,
+            "change": describe_change(held, record),
+            "calling_ae": incoming.calling_ae,
+        }
+        if policy == "keep-first":
+            log.warning("changed instance ignored; stored version kept", policy=policy, **fields)
+            return StoreOutcome.KEPT_FIRST
+        if policy == "reject":
+            log.warning("changed instance refused", policy=policy, **fields)
+            return StoreOutcome.CHANGED_REFUSED
+        log.info("changed instance replaces the stored version", policy=policy, **fields)
+        return None
+
     def _commit(self, record: InstanceRecord) -> StoreOutcome:
         now = self._clock()
         started = time.perf_counter()
@@ -316,6 +360,8 @@ class ListenerService:
         self.metrics.bytes_received.inc(record.size)
         if result.change is Change.DUPLICATE:
             return StoreOutcome.DUPLICATE
+        if result.stale_file:
+            self._remove_stale_file(result.stale_file)
         log.debug(
             "instance stored",
             study_uid=record.study_uid,
@@ -325,6 +371,14 @@ class ListenerService:
             patient_birth_date=record.patient_birth_date,
         )
         return StoreOutcome.STORED
+
+    def _remove_stale_file(self, path: str) -> None:
+        """Delete a moved instance's old file; a failure is retried at the next start."""
+        try:
+            self._files.remove(path)
+            self._journal.forget_stale_file(path)
+        except (OSError, JournalError) as exc:
+            log.warning("old file of a moved instance not removed yet", file=path, error=str(exc))
 
     # -- completion loop -----------------------------------------------------------------------
 
@@ -340,7 +394,7 @@ class ListenerService:
                 try:
                     message = self._finisher.finish(state, now, completion=completion)
                 except JournalError:
-                    self._aggregator.restore(state.instances, now)  # retried on a later pass
+                    self._aggregator.restore(state.latest_first[::-1], now)  # retried later
                     raise
                 finished += 1
                 log.info(

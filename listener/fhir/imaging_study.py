@@ -54,23 +54,26 @@ class MappedStudy:
 
 
 class _Study:
-    """Study-level values: the first non-empty one in canonical order, noting disagreements."""
+    """Study-level values: the most recently received non-empty one, noting disagreements."""
 
     def __init__(self, study: StudyState) -> None:
-        self._records = study.instances + study.headers
+        self._records = study.latest_first + study.headers
+        self._canonical = study.instances + study.headers  # list values: union in this order
         self.warnings: list[str] = []
 
     def text(self, name: str) -> str:
         values = [value for record in self._records if (value := getattr(record, name))]
         if len(set(values)) > 1:
-            self.warnings.append(f"study attribute {name} differs between instances; first used")
+            self.warnings.append(
+                f"study attribute {name} differs between instances; most recently received used"
+            )
         return values[0] if values else ""
 
     def first(self, name: str) -> Any:
         return next((v for record in self._records if (v := getattr(record, name))), None)
 
     def union(self, name: str) -> list[Any]:
-        return list(dict.fromkeys(v for record in self._records for v in getattr(record, name)))
+        return list(dict.fromkeys(v for record in self._canonical for v in getattr(record, name)))
 
 
 def imaging_study(
@@ -144,8 +147,8 @@ def _study_modalities(study: StudyState, *, r5: bool) -> list[str]:
     R4 defines the study ``modality`` as the acquisition modalities of its series; R5 as all
     of them. A study without series (MPPS only) takes the modalities its headers name.
     """
-    found = {modality_code(series.instances[0]) for series in study.series} or {
-        modality_code(header) for header in study.headers
+    found = {modality_code(series.latest_first[0]) for series in study.series} or {
+        modality_code(header) for header in study.headers if header.modality
     }
     return sorted(code for code in found if code and (r5 or is_acquisition_modality(code)))
 

@@ -38,12 +38,16 @@ def series_element(
     warnings: list[str],
     r5: bool,
 ) -> JsonObject:
-    """One ``ImagingStudy.series``; what is cleaned or dropped is appended to ``warnings``."""
+    """One ``ImagingStudy.series``; what is cleaned or dropped is appended to ``warnings``.
+
+    Series-level values come from the most recently received instance (text: the most recent
+    non-empty one); instances are listed in canonical order.
+    """
     records = series.instances
-    first = records[0]
+    first = series.latest_first[0]
 
     def pick(name: str) -> str:
-        return next((value for r in records if (value := getattr(r, name))), "")
+        return next((value for r in series.latest_first if (value := getattr(r, name))), "")
 
     return compact(
         {

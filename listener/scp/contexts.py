@@ -29,6 +29,12 @@ STATUS_FOR_OUTCOME = {
     StoreOutcome.NOT_DICOM: 0xC000,  # Error: Cannot understand
     StoreOutcome.TRUNCATED: 0xC001,  # Error: Cannot understand (dataset ends early)
     StoreOutcome.FAILED: 0x0110,  # Processing failure
+    StoreOutcome.KEPT_FIRST: 0x0000,  # changed re-send acknowledged, stored version kept
+    StoreOutcome.CHANGED_REFUSED: 0x0110,  # Processing failure, with the ErrorComment below
+}
+# Error Comment (0000,0902, at most 64 characters) sent with a status where one helps the sender.
+COMMENT_FOR_OUTCOME = {
+    StoreOutcome.CHANGED_REFUSED: "SOP Instance UID already stored with other content",
 }
 
 

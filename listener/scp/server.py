@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -26,6 +27,7 @@ from listener.metrics import Metrics
 from listener.model import StoreOutcome
 from listener.scp import wakeup
 from listener.scp.contexts import (
+    COMMENT_FOR_OUTCOME,
     STATUS_FOR_OUTCOME,
     VERIFICATION,
     storage_sop_classes,
@@ -159,7 +161,7 @@ class DicomServer:
             association.abort()
         log.info("dicom stopped")
 
-    def _on_c_store(self, event: evt.Event) -> int:
+    def _on_c_store(self, event: evt.Event) -> int | Dataset:
         request = event.request
         assert isinstance(request, C_STORE)
         incoming = IncomingInstance(
@@ -178,7 +180,7 @@ class DicomServer:
             if stats is not None:
                 stats.outcomes[outcome.value] = stats.outcomes.get(outcome.value, 0) + 1
         self._metrics.instances_received.labels(outcome.value).inc()
-        return STATUS_FOR_OUTCOME[outcome]
+        return _c_store_status(outcome)
 
     def _on_requested(self, event: evt.Event) -> None:
         """Apply the per-AE address rules, which pynetdicom does not know."""
@@ -230,6 +232,17 @@ class DicomServer:
             called_ae=requestor.primitive.called_ae_title if requestor.primitive else "",
             peer=f"{requestor.address}:{requestor.port}",
         )
+
+
+def _c_store_status(outcome: StoreOutcome) -> int | Dataset:
+    """The C-STORE status of ``outcome``, with an Error Comment where one is defined."""
+    comment = COMMENT_FOR_OUTCOME.get(outcome)
+    if comment is None:
+        return STATUS_FOR_OUTCOME[outcome]
+    status = Dataset()
+    status.Status = STATUS_FOR_OUTCOME[outcome]
+    status.ErrorComment = comment
+    return status
 
 
 def _calling_ae(association: Association) -> str:

@@ -61,7 +61,8 @@ def test_out_of_order_arrival_gives_canonical_order() -> None:
     state = forward.snapshot("1")
     assert [s.series_uid for s in state.series] == ["1.1", "1.2"]
     assert [r.sop_instance_uid for r in state.instances] == ["1.1.1", "1.1.3", "1.2.1", "1.2.2"]
-    assert backward.snapshot("1") == state
+    assert backward.snapshot("1").instances == state.instances
+    assert [s.series_uid for s in backward.snapshot("1").series] == ["1.1", "1.2"]
 
 
 def test_interleaved_studies_aggregate_separately() -> None:
@@ -195,3 +196,89 @@ def test_restored_study_keeps_its_max_age_clock() -> None:
 
     assert aggregator.due(now=29) == []
     assert aggregator.due(now=30) == [("1", "max-age")]
+
+
+# -- re-sent instances -----------------------------------------------------------------------
+
+
+def described(sop: str, number: int, description: str, digest: str = "") -> InstanceRecord:
+    """An instance of series 1.1 of study 1 with a SeriesDescription (and a content digest)."""
+    return replace(record("1", "1.1", sop, number), series_description=description, digest=digest)
+
+
+def series_description(aggregator: Aggregator) -> str:
+    """The description the mapping gives series 1.1 (from its most recently received instance)."""
+    [series] = aggregator.snapshot("1").series
+    return series.latest_first[0].series_description
+
+
+def test_changed_header_on_any_instance_relabels_its_series() -> None:
+    """A re-send with a new SeriesDescription relabels the series, whichever instance it is."""
+    for resent in ("1.1.1", "1.1.2", "1.1.3"):
+        aggregator = Aggregator(quiet_period=10)
+        for number in (1, 2, 3):
+            aggregator.add(described(f"1.1.{number}", number, "Original"), now=number)
+
+        changed = described(resent, int(resent[-1]), "Corrected")
+        assert aggregator.add(changed, now=5)
+
+        assert series_description(aggregator) == "Corrected", resent
+        assert aggregator.snapshot("1").number_of_instances == 3
+
+
+def test_study_level_values_come_from_the_most_recently_received_instance() -> None:
+    """The study's instances, latest first, start with the last one received."""
+    aggregator = Aggregator(quiet_period=10)
+    aggregator.add(replace(described("1.1.2", 2, "A"), study_description="Old"), now=0)
+    aggregator.add(replace(described("1.1.1", 1, "A"), study_description="Old"), now=1)
+    aggregator.add(replace(described("1.1.2", 2, "A"), study_description="New"), now=2)
+
+    state = aggregator.snapshot("1")
+
+    assert [r.study_description for r in state.latest_first] == ["New", "Old"]
+    assert [r.sop_instance_uid for r in state.instances] == ["1.1.1", "1.1.2"]
+
+
+def test_changed_pixels_with_the_same_header_are_a_change_not_a_duplicate() -> None:
+    """Only the content digest differs: the new record replaces the old one."""
+    aggregator = Aggregator(quiet_period=10)
+    aggregator.add(described("1.1.1", 1, "A", digest="aaaa"), now=0)
+
+    assert not aggregator.add(described("1.1.1", 1, "A", digest="aaaa"), now=1)
+    assert aggregator.add(described("1.1.1", 1, "A", digest="bbbb"), now=2)
+    [instance] = aggregator.snapshot("1").instances
+    assert instance.digest == "bbbb"
+
+
+def test_instance_moved_to_another_series_is_listed_once() -> None:
+    """A re-send under another Series UID leaves the old series (dropped when emptied)."""
+    aggregator = Aggregator(quiet_period=10)
+    aggregator.add(record("1", "1.1", "1.1.1", 1), now=0)
+    aggregator.add(record("1", "1.2", "1.2.1", 1), now=0)
+
+    aggregator.add(record("1", "1.2", "1.1.1", 2), now=1)
+
+    [series] = aggregator.snapshot("1").series
+    assert series.series_uid == "1.2"
+    assert [r.sop_instance_uid for r in series.instances] == ["1.2.1", "1.1.1"]
+
+
+def test_changed_re_send_of_the_only_instance_keeps_the_study_clocks_and_mpps() -> None:
+    """Replacing a study's only instance keeps its max-age clock and its MPPS expectation."""
+    aggregator = Aggregator(quiet_period=10, max_age=30)
+    aggregator.add(described("1.1.1", 1, "A"), now=0)
+    aggregator.expect("1", ["1.1.1", "1.1.2"], until=100)
+
+    aggregator.add(described("1.1.1", 1, "B"), now=20)
+
+    assert aggregator.missing("1") == {"1.1.2"}
+    assert aggregator.due(now=30) == [("1", "max-age")]
+
+
+def test_restore_takes_records_in_reception_order() -> None:
+    """Records restored oldest first: the last one defines the series, as when received live."""
+    aggregator = Aggregator(quiet_period=10)
+
+    aggregator.restore([described("1.1.1", 1, "Old"), described("1.1.2", 2, "New")], 5)
+
+    assert series_description(aggregator) == "New"

@@ -249,18 +249,18 @@ def test_over_long_patient_id_is_kept_and_reported_without_its_value() -> None:
     assert long_id not in " ".join(result.warnings)
 
 
-def test_conflicting_study_attributes_first_wins_and_are_reported_once() -> None:
-    """Instances disagreeing on a study attribute: canonical first wins, one warning, no values."""
+def test_conflicting_study_attributes_latest_received_wins_and_are_reported_once() -> None:
+    """Instances disagreeing on a study attribute: the last received wins, one warning, no value."""
     records = [
         replace(BASE, sop_instance_uid=f"1.2.3.1.{n}", instance_number=n, study_description=d)
-        for n, d in ((1, "Chest"), (2, "Thorax"), (3, "Abdomen"))
+        for n, d in ((1, "Chest"), (3, "Thorax"), (2, "Abdomen"))
     ]
 
     result = mapped(records)
 
-    assert result.resource["description"] == "Chest"
+    assert result.resource["description"] == "Abdomen"
     assert result.warnings == (
-        "study attribute study_description differs between instances; first used",
+        "study attribute study_description differs between instances; most recently received used",
     )
     assert "Thorax" not in result.warnings[0]
 

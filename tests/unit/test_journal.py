@@ -243,3 +243,61 @@ def test_settle_if_empty_only_touches_studies_without_records(tmp_path: Path) ->
     assert journal.settle_if_empty("1.2") is False
     assert journal.settle_if_empty("3.3") is True
     assert [row.study_uid for row in journal.pending_studies()] == ["1.2"]
+
+
+def test_a_schema_3_journal_is_upgraded_to_4(tmp_path: Path) -> None:
+    """A schema-3 journal (no stale_files table) opens, keeps its records and gains the table."""
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    journal.add_instance(replace(RECORD, file="1.2/1.2.1/1.2.1.1.dcm"), 1.0)
+    journal.close()
+    old = sqlite3.connect(path)
+    old.execute("DROP TABLE stale_files")
+    old.execute("PRAGMA user_version=3")
+    old.commit()
+    old.close()
+
+    upgraded = Journal(path)
+    upgraded.add_instance(replace(RECORD, series_uid="1.2.9", file="1.2/1.2.9/1.2.1.1.dcm"), 2.0)
+
+    assert SCHEMA_VERSION == 4
+    assert upgraded.stale_files() == ["1.2/1.2.1/1.2.1.1.dcm"]
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 4
+
+
+def test_a_moved_instance_lists_its_old_file_as_stale_until_forgotten(tmp_path: Path) -> None:
+    """Moving to another series names the old file; deleting it is recorded with forget."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(replace(RECORD, file="a/b/c.dcm"), 1.0)
+
+    result = journal.add_instance(replace(RECORD, series_uid="1.2.2", file="a/x/c.dcm"), 2.0)
+
+    assert result.stale_file == "a/b/c.dcm"
+    journal.forget_stale_file("a/b/c.dcm")
+    assert journal.stale_files() == []
+
+
+def test_a_file_written_again_is_no_longer_stale(tmp_path: Path) -> None:
+    """An instance moving back to where it was: its file there is live, not to be deleted."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.add_instance(replace(RECORD, file="a/b/c.dcm"), 1.0)
+    journal.add_instance(replace(RECORD, series_uid="1.2.2", file="a/x/c.dcm"), 2.0)
+
+    result = journal.add_instance(replace(RECORD, file="a/b/c.dcm"), 3.0)
+
+    assert result.stale_file == "a/x/c.dcm"
+    assert journal.stale_files() == ["a/x/c.dcm"]
+
+
+def test_study_records_come_in_order_of_reception(tmp_path: Path) -> None:
+    """The most recently received (or re-received) record comes last."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    second = replace(RECORD, sop_instance_uid="1.2.1.2")
+    journal.add_instance(RECORD, 1.0)
+    journal.add_instance(second, 2.0)
+    journal.add_instance(replace(RECORD, instance_number=9), 3.0)
+
+    records = journal.study_records("1.2")
+
+    assert [r.sop_instance_uid for r in records] == ["1.2.1.2", "1.2.1.1"]
