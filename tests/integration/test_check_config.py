@@ -99,3 +99,37 @@ def test_a_bad_port_in_the_broker_url_is_one_line_and_exit_2(command: str, tmp_p
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("dicom-listener: configuration error: amqp.url:")
     assert "invalid port '99999'" in result.stderr
+
+
+@pytest.mark.parametrize("output", ["stdout", "directory"])
+def test_check_config_checks_no_broker_when_the_output_is_not_amqp(
+    output: str, tmp_path: Path
+) -> None:
+    """With output.kind = stdout or directory an unreachable broker is no concern: no warning."""
+    settings = {
+        **_settings(tmp_path),
+        "LISTENER_AMQP__URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+        "LISTENER_OUTPUT__KIND": output,
+        "LISTENER_OUTPUT__DIRECTORY": str(tmp_path / "out"),
+    }
+
+    result = _cli("check-config", **settings)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_check_config_warns_when_the_output_directory_cannot_be_written(tmp_path: Path) -> None:
+    """With output.kind = directory, a directory that cannot be created is a warning naming it."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    settings = {
+        **_settings(tmp_path),
+        "LISTENER_OUTPUT__KIND": "directory",
+        "LISTENER_OUTPUT__DIRECTORY": str(blocker / "out"),
+    }
+
+    result = _cli("check-config", **settings)
+
+    assert result.returncode == 0
+    assert result.stderr.startswith("dicom-listener: warning: output.directory:")
