@@ -86,13 +86,13 @@ class PeerNoiseFilter(logging.Filter):
 
 
 def _current_peer() -> str:
-    """The peer address of the association whose thread is logging, or "" when unknown."""
+    """The peer address of the association whose thread is logging, or "unknown"."""
     thread: Any = threading.current_thread()
     association = getattr(thread, "assoc", thread)  # pynetdicom's DUL thread, or the association
     try:
         return str(association.requestor.address)
     except Exception:  # noqa: BLE001 - any other thread, or an association without a peer yet
-        return ""
+        return "unknown"
 
 
 def configure_logging(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from tests.association_requests import (
 )
 from tests.conftest import ListenerFactory
 from tests.modality import make_study
-from tests.support import AmqpTopology, ListenerProcess, wait_for
+from tests.support import AmqpTopology, ListenerProcess, http_get, metric_value, wait_for
 
 ATTACKER = "127.0.0.2"
 MALFORMED = (0x01, 0x02, 0x01)  # permanent, UL service provider (ACSE), no reason given
@@ -179,7 +180,7 @@ def test_context_without_transfer_syntax_is_rejected_and_leaks_nothing(
     ],
 )
 def test_unusable_request_is_rejected_at_association_time(
-    start_listener: ListenerFactory, request_bytes: bytes
+    start_listener: ListenerFactory, amqp: AmqpTopology, request_bytes: bytes
 ) -> None:
     """A request pynetdicom would accept and then fail on is rejected with A-ASSOCIATE-RJ."""
     listener = start_listener()
@@ -193,6 +194,7 @@ def test_unusable_request_is_rejected_at_association_time(
         what="the refusal's log line",
     )
     assert line["reason"].startswith("invalid association request: ")
+    send_study_and_check_published(listener, amqp)
 
 
 def test_sound_hand_made_request_is_accepted(start_listener: ListenerFactory) -> None:
@@ -254,7 +256,9 @@ def test_silent_connections_from_one_address_do_not_shut_the_door(
         send_study_and_check_published(listener, amqp)
 
 
-def test_a_burst_of_connections_is_queued_not_dropped(start_listener: ListenerFactory) -> None:
+def test_a_burst_of_connections_is_queued_not_dropped(
+    start_listener: ListenerFactory, amqp: AmqpTopology
+) -> None:
     """200 connects at once from 20 addresses all complete within a second (listen backlog)."""
     listener = start_listener()
     sources = [f"127.0.1.{index}" for index in range(1, 21)]
@@ -283,3 +287,54 @@ def test_a_burst_of_connections_is_queued_not_dropped(start_listener: ListenerFa
 
     assert len(results) == 200
     assert max(results) < 1.0, f"{sum(r >= 1.0 for r in results)} connects took over a second"
+    send_study_and_check_published(listener, amqp)
+
+
+def test_refused_connections_are_logged_once_each_and_limited_per_address(
+    start_listener: ListenerFactory,
+) -> None:
+    """30 refusals from one address: 10 WARNING lines, then one line counting the other 20."""
+    listener = start_listener()
+    for _ in range(30):
+        with held([connect_from(ATTACKER, listener.port)]) as [connection]:
+            connection.sendall(absurd_request_header())
+            assert rejection_of(connection) == MALFORMED
+    wait_for(
+        lambda: (
+            metric_value(
+                http_get(f"{listener.metrics_url}/metrics")[1],
+                "dicom_listener_connections_refused_total",
+                'reason="invalid association request"',
+            )
+            == 30
+        ),
+        timeout=5,
+        what="30 refusals counted",
+    )
+
+    assert listener.stop() == 0  # the summary of a minute not yet over is written at shutdown
+    refusals = list(listener.events("connection refused before association"))
+    [summary] = listener.events("refusals not logged")
+    assert len(refusals) == 10
+    assert all(line["level"] == "warning" for line in refusals)
+    assert all(line["peer"].startswith(f"{ATTACKER}:") for line in refusals)
+    assert (summary["peer_address"], summary["count"]) == (ATTACKER, 20)
+    assert not [line for line in listener.logs() if "exception" in line or line.get("unparsed")]
+
+
+def test_hostile_pdus_after_associating_log_no_traceback(start_listener: ListenerFactory) -> None:
+    """Lines about an oversized PDU (from pynetdicom) are WARNINGs without traceback, 10 a peer."""
+    listener = start_listener()
+    for _ in range(15):
+        with held([connect_from(ATTACKER, listener.port)]) as [connection]:
+            connection.sendall(association_request())
+            assert read_pdu(connection)[0] == 0x02  # A-ASSOCIATE-AC
+            connection.sendall(struct.pack(">BBI", 0x04, 0, 0xFFFFFFFF) + bytes(64))
+            assert read_pdu(connection)[0] in (0x07, 0)  # A-ABORT, or closed
+    assert listener.stop() == 0
+
+    lines = [line for line in listener.logs() if line.get("logger", "").startswith("pynetdicom")]
+    assert lines, "pynetdicom says what it refused"
+    assert len(lines) <= 10
+    assert {line["level"] for line in lines} == {"warning"}
+    assert not [line for line in listener.logs() if "exception" in line or line.get("unparsed")]
