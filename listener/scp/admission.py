@@ -1,18 +1,22 @@
-"""Letting a vetted connection in: per-address counts, the A-ASSOCIATE-RJ, the hand-off.
+"""Letting a vetted connection in: limits, address rules, the A-ASSOCIATE-RJ, the hand-off.
 
 :class:`listener.scp.guard.GuardedServer` reads a connection's whole A-ASSOCIATE-RQ before
 pynetdicom sees it (:mod:`listener.scp.association_request`). This module holds what happens
-around that: how many connections each source address may have waiting, how a refused request
-is answered, and :class:`GuardedRequestHandler`, which gives pynetdicom the connection with the
-request bytes replayed and a short idle limit until the peer's first DIMSE message.
+around that: the guard's limits, the per-AE address rules, how many connections each source
+address may have waiting, how a refused request is answered, and :class:`GuardedRequestHandler`,
+which gives pynetdicom the connection with the request bytes replayed and a short idle limit
+until the peer's first DIMSE message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import ssl
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import evt
@@ -23,6 +27,49 @@ from listener.scp.association_request import Rejection
 
 # Longest wait for the A-ASSOCIATE-RJ to leave (the peer's receive window may be full).
 _SEND_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GuardLimits:
+    """Deadlines and caps of :class:`GuardedServer` (the ``dicom`` settings of the same names).
+
+    ``request_timeout``: to send a whole association request (TLS handshake included);
+    ``idle_timeout``: between reads afterwards, and the association idle limit once a DIMSE
+    message came; ``idle_timeout_before_dimse``: the idle limit before that; ``max_pending``,
+    ``max_pending_per_address``: connections being vetted at once; ``max_pdu_size``: longest
+    P-DATA PDU; ``on_tick``: called about twice a second from the accept loop.
+    """
+
+    request_timeout: float
+    idle_timeout: float
+    idle_timeout_before_dimse: float
+    max_pending: int
+    max_pending_per_address: int
+    max_associations_per_address: int
+    max_pdu_size: int
+    on_tick: Callable[[], None] = lambda: None
+
+
+class PeerRules:
+    """``AE@address`` / ``AE@network/prefix`` rules: a listed AE may connect only from those."""
+
+    def __init__(self, rules: list[str]) -> None:
+        self._networks: dict[str, list[Any]] = {}
+        for rule in rules:
+            title, _, address = rule.partition("@")
+            network = ipaddress.ip_network(address, strict=False)
+            self._networks.setdefault(title.strip(), []).append(network)
+
+    def allows(self, calling_ae: str, address: str) -> bool:
+        """True when ``calling_ae`` has no rules, or ``address`` is in one of its networks."""
+        networks = self._networks.get(calling_ae.strip())
+        if networks is None:
+            return True
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in networks)
 
 
 class AddressCounts:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import select
 import socket
 import ssl
@@ -21,13 +20,17 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from pynetdicom.transport import ThreadedAssociationServer
 
 from listener.config import DicomTlsSettings
-from listener.scp.admission import AddressCounts, GuardedRequestHandler, send_rejection
+from listener.scp.admission import (
+    AddressCounts,
+    GuardedRequestHandler,
+    GuardLimits,
+    send_rejection,
+)
 from listener.scp.association_request import (
     A_ASSOCIATE_RQ_TYPE,
     MAX_REQUEST_BYTES,
@@ -209,28 +212,6 @@ def client_tls_context(tls: DicomTlsSettings) -> ssl.SSLContext:
     return context
 
 
-class PeerRules:
-    """``AE@address`` / ``AE@network/prefix`` rules: a listed AE may connect only from those."""
-
-    def __init__(self, rules: list[str]) -> None:
-        self._networks: dict[str, list[Any]] = {}
-        for rule in rules:
-            title, _, address = rule.partition("@")
-            network = ipaddress.ip_network(address, strict=False)
-            self._networks.setdefault(title.strip(), []).append(network)
-
-    def allows(self, calling_ae: str, address: str) -> bool:
-        """True when ``calling_ae`` has no rules, or ``address`` is in one of its networks."""
-        networks = self._networks.get(calling_ae.strip())
-        if networks is None:
-            return True
-        try:
-            peer = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(peer in network for network in networks)
-
-
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, with every connection vetted before an association starts.
 
@@ -241,8 +222,6 @@ class GuardedServer(ThreadedAssociationServer):
     daemon_threads = True
     _tls: ssl.SSLContext | None = None
     _deadline = 15.0
-    _pending: threading.BoundedSemaphore = threading.BoundedSemaphore(64)
-    _pending_by_address = AddressCounts(0)
     _associations_per_address = 0
     _refuse: Refusal = staticmethod(lambda reason, peer: None)
     _tick: Callable[[], None] = staticmethod(lambda: None)
@@ -253,6 +232,8 @@ class GuardedServer(ThreadedAssociationServer):
     def __init__(self, *args: Any, backlog: int = 5, **kwargs: Any) -> None:
         self.request_queue_size = backlog  # read by listen() during construction
         self._handoff_lock = threading.Lock()
+        self._pending = threading.BoundedSemaphore(64)
+        self._pending_by_address = AddressCounts(0)
         kwargs.setdefault("request_handler", GuardedRequestHandler)
         super().__init__(*args, **kwargs)
 
@@ -369,27 +350,6 @@ class GuardedServer(ThreadedAssociationServer):
         self._refuse(reason.why if isinstance(reason, Rejection) else reason, _peer(address))
         with contextlib.suppress(OSError):
             sock.close()
-
-
-@dataclass(frozen=True, slots=True)
-class GuardLimits:
-    """Deadlines and caps of :class:`GuardedServer` (the ``dicom`` settings of the same names).
-
-    ``request_timeout``: to send a whole association request (TLS handshake included);
-    ``idle_timeout``: between reads afterwards, and the association idle limit once a DIMSE
-    message came; ``idle_timeout_before_dimse``: the idle limit before that; ``max_pending``,
-    ``max_pending_per_address``: connections being vetted at once; ``max_pdu_size``: longest
-    P-DATA PDU; ``on_tick``: called about twice a second from the accept loop.
-    """
-
-    request_timeout: float
-    idle_timeout: float
-    idle_timeout_before_dimse: float
-    max_pending: int
-    max_pending_per_address: int
-    max_associations_per_address: int
-    max_pdu_size: int
-    on_tick: Callable[[], None] = lambda: None
 
 
 def _host(address: Any) -> str:

@@ -26,13 +26,14 @@ from listener.metrics import Metrics
 from listener.model import StoreOutcome
 from listener.ratelimit import PerKeyLimit
 from listener.scp import wakeup
+from listener.scp.admission import GuardLimits, PeerRules
 from listener.scp.contexts import (
     STATUS_FOR_OUTCOME,
     VERIFICATION,
     storage_sop_classes,
     transfer_syntaxes,
 )
-from listener.scp.guard import GuardedServer, GuardLimits, PeerRules, server_tls_context
+from listener.scp.guard import GuardedServer, server_tls_context
 from listener.scp.workflow import (
     MPPS,
     STORAGE_COMMITMENT,
