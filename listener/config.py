@@ -77,7 +77,7 @@ class DicomSettings:
         checks.not_negative,
     )
     acse_timeout_seconds: float = _setting(
-        15.0, "Time a new connection has to send its association request.", checks.positive
+        15.0, "Time a new connection has to send its whole association request.", checks.positive
     )
     dimse_timeout_seconds: float = _setting(
         60.0, "Time a sender has to complete a DIMSE message it started.", checks.positive
@@ -92,6 +92,24 @@ class DicomSettings:
         64,
         "Connections still negotiating (TLS, association request) at once; more are closed.",
         checks.positive,
+    )
+    max_pending_connections_per_address: int = _setting(
+        8,
+        "Of those, at most this many from one source address; 0 means no per-address limit.",
+        checks.not_negative,
+    )
+    max_associations_per_address: int = _setting(
+        8,
+        "Associations open at once from one source address (more are rejected); 0 = no limit.",
+        checks.not_negative,
+    )
+    idle_timeout_before_dimse_seconds: float = _setting(
+        10.0,
+        "An association that has not yet sent a DIMSE message is aborted after this long silent.",
+        checks.positive,
+    )
+    listen_backlog: int = _setting(
+        256, "Connections the kernel queues for accepting (bursts of connects).", checks.positive
     )
     remote_aes: dict[str, str] = _setting(
         {},

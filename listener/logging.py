@@ -1,19 +1,27 @@
 """structlog setup: JSON lines off a terminal, readable console output on one; the PHI policy.
 
 Standard-library records (pynetdicom, pika) go through the same renderer, so one process writes one
-format. Patient data never reaches INFO or WARNING: :class:`PhiFilter` strips the keys that could
-carry it from every event, whatever the caller passed; ``logging.include_phi`` lets them through
-on DEBUG lines only, for troubleshooting.
+format. pynetdicom's complaints about what a peer sent (:class:`PeerNoiseFilter`) become single
+WARNING lines without traceback, at most a few a minute per peer address, so a hostile peer cannot
+fill the disk with them.
+
+Patient data never reaches INFO or WARNING: :class:`PhiFilter` strips the keys that could carry
+it from every event, whatever the caller passed; ``logging.include_phi`` lets them through on
+DEBUG lines only, for troubleshooting.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import threading
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+
+from listener.ratelimit import PerKeyLimit
 
 # Event keys that may carry patient data; removed from every event but allowed DEBUG ones.
 PHI_KEYS = frozenset(
@@ -36,6 +44,55 @@ class PhiFilter:
         for key in PHI_KEYS & event.keys():
             del event[key]
         return event
+
+
+class PeerNoiseFilter(logging.Filter):
+    """pynetdicom's lines about peers: one WARNING line each, no traceback, rate-limited per peer.
+
+    pynetdicom logs an ERROR and then the exception with its full traceback for every PDU it
+    refuses. What a peer sent is not our error: the traceback goes, the exception's message stays
+    on the line, the level becomes WARNING, and each peer address gets ``limit`` lines per
+    ``window`` seconds, then one summary line with the number left out. Lines from handler
+    failures (``pynetdicom.events``: our own code) keep their level and traceback.
+    """
+
+    def __init__(
+        self, *, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._limit = PerKeyLimit(limit=limit, window=window, clock=clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Reshape or drop one record (True keeps it)."""
+        if not record.name.startswith("pynetdicom") or record.name == "pynetdicom.events":
+            return True
+        self._summarise()
+        if record.exc_info or record.levelno > logging.WARNING:
+            record.msg, record.args = record.getMessage(), None
+            record.exc_info = record.exc_text = record.stack_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if record.levelno < logging.WARNING:
+            return True
+        return self._limit.admit(_current_peer())
+
+    def _summarise(self) -> None:
+        for peer, count in self._limit.expired():
+            logging.getLogger("listener.logging").warning(
+                "pynetdicom lines not logged: %d from %s in %.0f s",
+                count,
+                peer,
+                self._limit.window,
+            )
+
+
+def _current_peer() -> str:
+    """The peer address of the association whose thread is logging, or "unknown"."""
+    thread: Any = threading.current_thread()
+    association = getattr(thread, "assoc", thread)  # pynetdicom's DUL thread, or the association
+    try:
+        return str(association.requestor.address)
+    except Exception:  # noqa: BLE001 - any other thread, or an association without a peer yet
+        return "unknown"
 
 
 def configure_logging(
@@ -69,6 +126,7 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream)
+    handler.addFilter(PeerNoiseFilter())
     processors: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if not console:
         processors.append(structlog.processors.format_exc_info)

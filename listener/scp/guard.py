@@ -2,17 +2,17 @@
 
 pynetdicom's server wraps TLS and waits for the association request in ways a hostile or broken
 peer can exploit: the TLS handshake runs in the accept loop (one stalled client blocks every new
-connection) and a connection that never speaks holds an association slot for the whole ACSE
-timeout. :class:`GuardedServer` accepts plain sockets and hands each to a short-lived thread that
-does the TLS handshake and waits for the first byte of an A-ASSOCIATE-RQ, with a deadline and a
-cap on how many may wait at once. Only then does pynetdicom see the connection.
+connection) and a connection holds an association slot from its first byte until the ACSE timeout.
+:class:`GuardedServer` accepts plain sockets and hands each to a short-lived thread that does the
+TLS handshake and reads and vets the whole A-ASSOCIATE-RQ, with a deadline and caps on how many
+may wait at once, in all and per source address. Only then does pynetdicom see the connection
+(and take an association slot), if the source address is under its association cap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import select
 import socket
 import ssl
@@ -25,15 +25,29 @@ from typing import Any, cast
 from pynetdicom.transport import ThreadedAssociationServer
 
 from listener.config import DicomTlsSettings
+from listener.scp.admission import (
+    AddressCounts,
+    GuardedRequestHandler,
+    GuardLimits,
+    send_rejection,
+)
+from listener.scp.association_request import (
+    A_ASSOCIATE_RQ_TYPE,
+    MAX_REQUEST_BYTES,
+    Rejection,
+    RequestProblem,
+    read_request,
+    too_many_from_address,
+    vet_request,
+)
 
-A_ASSOCIATE_RQ = 0x01
 # BCP 195 for TLS 1.2: forward secrecy and AEAD ciphers only (TLS 1.3 suites are all fine).
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!DSS"
 
 Refusal = Callable[[str, str], None]
 # Largest PDUs other than P-DATA we accept: an A-ASSOCIATE-RQ with hundreds of presentation
 # contexts stays far below 1 MiB; release and abort PDUs are 4 bytes long.
-_ASSOCIATE_LIMIT, _OTHER_LIMIT = 1 << 20, 1 << 16
+_OTHER_LIMIT = 1 << 16
 _P_DATA_TF = 0x04
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -49,6 +63,21 @@ class _PduLimits:
     max_p_data = 0  # 0: no limit
     _header = b""
     _remaining = 0
+    _replay = b""  # bytes the guard already read, given to pynetdicom before the wire's
+
+    @property
+    def replaying(self) -> bool:
+        """True while bytes read by the guard wait to be read again."""
+        return bool(self._replay)
+
+    def replay(self, data: bytes) -> None:
+        """Make the next reads return ``data`` first (the A-ASSOCIATE-RQ the guard vetted)."""
+        self._replay = data
+
+    def read_raw(self, size: int) -> bytes:
+        """``recv`` without PDU counting or replay: the guard reading the request itself."""
+        data: bytes = super().recv(size)  # type: ignore[misc]  # the socket's recv
+        return data
 
     def recv(self, *args: Any, **kwargs: Any) -> bytes:
         """``socket.recv``, counting PDU boundaries (not for MSG_PEEK reads).
@@ -57,8 +86,12 @@ class _PduLimits:
         algorithm on (DCMTK's default) holds back the last segment of every message until its
         previous segment is acknowledged, and a delayed ACK would make that ~40 ms per C-STORE.
         """
-        data: bytes = super().recv(*args, **kwargs)  # type: ignore[misc]  # the socket's recv
         flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
+        if self._replay and not flags & socket.MSG_PEEK:
+            size = args[0] if args else kwargs.get("bufsize", len(self._replay))
+            data, self._replay = self._replay[:size], self._replay[size:]
+        else:
+            data = super().recv(*args, **kwargs)  # type: ignore[misc]  # the socket's recv
         if not flags & socket.MSG_PEEK:
             self._track(data)
             if _QUICKACK is not None:
@@ -87,7 +120,7 @@ class _PduLimits:
         if pdu_type == _P_DATA_TF:
             limit = self.max_p_data or length
         else:
-            limit = _ASSOCIATE_LIMIT if pdu_type == A_ASSOCIATE_RQ else _OTHER_LIMIT
+            limit = MAX_REQUEST_BYTES if pdu_type == A_ASSOCIATE_RQ_TYPE else _OTHER_LIMIT
         if length > limit:
             raise OSError(errno.EMSGSIZE, f"PDU type 0x{pdu_type:02X} of {length} bytes refused")
 
@@ -121,8 +154,10 @@ class Wakeable:
         if pair is None:
             time.sleep(timeout)
             return
-        if isinstance(self, ssl.SSLSocket) and self.pending():
-            return  # decrypted data already buffered: select would not see it
+        if getattr(self, "replaying", False) or (
+            isinstance(self, ssl.SSLSocket) and self.pending()
+        ):
+            return  # data already buffered (replayed or decrypted): select would not see it
         try:
             readable = select.select([cast(socket.socket, self), pair[0]], [], [], timeout)[0]
         except (OSError, ValueError):  # closed meanwhile: let the caller find out
@@ -177,64 +212,49 @@ def client_tls_context(tls: DicomTlsSettings) -> ssl.SSLContext:
     return context
 
 
-class PeerRules:
-    """``AE@address`` / ``AE@network/prefix`` rules: a listed AE may connect only from those."""
-
-    def __init__(self, rules: list[str]) -> None:
-        self._networks: dict[str, list[Any]] = {}
-        for rule in rules:
-            title, _, address = rule.partition("@")
-            network = ipaddress.ip_network(address, strict=False)
-            self._networks.setdefault(title.strip(), []).append(network)
-
-    def allows(self, calling_ae: str, address: str) -> bool:
-        """True when ``calling_ae`` has no rules, or ``address`` is in one of its networks."""
-        networks = self._networks.get(calling_ae.strip())
-        if networks is None:
-            return True
-        try:
-            peer = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(peer in network for network in networks)
-
-
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, with every connection vetted before an association starts.
 
-    Configure with :meth:`guard` right after construction (pynetdicom builds the instance).
+    pynetdicom builds the instance (``backlog``: the listen queue, sized for bursts of
+    connections); configure it with :meth:`guard` right after construction.
     """
 
     daemon_threads = True
     _tls: ssl.SSLContext | None = None
     _deadline = 15.0
-    _pending: threading.BoundedSemaphore = threading.BoundedSemaphore(64)
+    _associations_per_address = 0
     _refuse: Refusal = staticmethod(lambda reason, peer: None)
-
+    _tick: Callable[[], None] = staticmethod(lambda: None)
+    idle_timeouts: tuple[float, float] = (0.0, 0.0)  # (before the first DIMSE message, after)
     _idle_timeout: float | None = None
     _max_p_data = 0
 
-    def guard(
-        self,
-        *,
-        tls: ssl.SSLContext | None,
-        first_bytes_timeout: float,
-        idle_timeout: float,
-        max_pending: int,
-        max_pdu_size: int,
-        on_refused: Refusal,
-    ) -> None:
-        """Set TLS, the deadlines and the caps.
+    def __init__(self, *args: Any, backlog: int = 5, **kwargs: Any) -> None:
+        self.request_queue_size = backlog  # read by listen() during construction
+        self._handoff_lock = threading.Lock()
+        self._pending = threading.BoundedSemaphore(64)
+        self._pending_by_address = AddressCounts(0)
+        kwargs.setdefault("request_handler", GuardedRequestHandler)
+        super().__init__(*args, **kwargs)
 
-        ``first_bytes_timeout``: to start talking; ``idle_timeout``: between reads afterwards;
-        ``max_pending``: peers being vetted at once; ``max_pdu_size``: longest P-DATA PDU.
-        """
+    def guard(
+        self, *, tls: ssl.SSLContext | None, limits: GuardLimits, on_refused: Refusal
+    ) -> None:
+        """Set TLS, the deadlines and the caps; ``on_refused`` hears of every refused peer."""
         self._tls = tls
-        self._deadline = first_bytes_timeout
-        self._idle_timeout = idle_timeout
-        self._pending = threading.BoundedSemaphore(max_pending)
-        self._max_p_data = max_pdu_size
+        self._deadline = limits.request_timeout
+        self._idle_timeout = limits.idle_timeout
+        self.idle_timeouts = (limits.idle_timeout_before_dimse, limits.idle_timeout)
+        self._pending = threading.BoundedSemaphore(limits.max_pending)
+        self._pending_by_address = AddressCounts(limits.max_pending_per_address)
+        self._associations_per_address = limits.max_associations_per_address
+        self._max_p_data = limits.max_pdu_size
         self._refuse = on_refused
+        self._tick = limits.on_tick
+
+    def service_actions(self) -> None:
+        """Called by the accept loop about twice a second: lets the owner do periodic work."""
+        self._tick()
 
     def shutdown(self) -> None:
         """Stop serving and close the socket (the AE never listed this server as its own)."""
@@ -248,64 +268,92 @@ class GuardedServer(ThreadedAssociationServer):
         return client, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Start a vetting thread, unless too many connections are already being vetted."""
+        """Start a vetting thread, unless too many connections (from this address) wait already."""
         if not self._pending.acquire(blocking=False):
             self._close(request, "too many pending connections", client_address)
             return
-        super().process_request(request, client_address)
+        if not self._pending_by_address.enter(_host(client_address)):
+            self._pending.release()
+            self._close(request, "too many pending connections from this address", client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._done_pending(client_address)
+            raise
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Vet the connection; hand it to pynetdicom only if it is ready to associate."""
+        """Vet the connection; hand it to pynetdicom only if its request is whole and sound."""
         try:
             sock, problem = self._vet(request)
+            if problem is None:
+                problem = self._hand_off(sock, client_address)
+            if isinstance(problem, Rejection):
+                send_rejection(sock, problem)
+            if problem is not None:
+                self._close(sock, problem, client_address)
         finally:
-            self._pending.release()
-        if problem is None:
-            assert isinstance(sock, _PduLimits) and isinstance(sock, Wakeable)
-            sock.max_p_data = self._max_p_data
-            sock.enable_wakeups()
-            # Responses are small and awaited: never hold them back for Nagle's algorithm.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # pynetdicom reads a PDU with blocking recv calls: without a timeout, a peer that
-            # stops mid-PDU would hold its thread and socket forever.
-            sock.settimeout(self._idle_timeout)
-            super().finish_request(sock, client_address)
-            return
-        self._close(sock, problem, client_address)
+            self._done_pending(client_address)
 
-    def _vet(self, sock: socket.socket) -> tuple[socket.socket, str | None]:
+    def _done_pending(self, client_address: Any) -> None:
+        self._pending_by_address.leave(_host(client_address))
+        self._pending.release()
+
+    def _vet(self, sock: socket.socket) -> tuple[socket.socket, str | Rejection | None]:
         """The socket to use (TLS-wrapped if TLS is on) and why it was refused, if it was."""
+        deadline = time.monotonic() + self._deadline
         sock.settimeout(self._deadline)
         try:
             if self._tls is None:
                 sock = GuardedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-                sock.settimeout(self._deadline)
-                return sock, _first_byte_problem(sock.recv(1, socket.MSG_PEEK))
-            tls_sock = self._tls.wrap_socket(sock, server_side=True)
-            if tls_sock.pending() or select.select([tls_sock], [], [], self._deadline)[0]:
-                return tls_sock, None
-            return tls_sock, "silent after TLS handshake"
+            else:
+                sock = self._tls.wrap_socket(sock, server_side=True)
+            assert isinstance(sock, _PduLimits)
+            request = read_request(sock.read_raw, sock.settimeout, deadline)
+        except RequestProblem as exc:
+            return sock, str(exc)
         except TimeoutError:
             return sock, "silent"
         except ssl.SSLError as exc:
             return sock, f"TLS handshake failed: {exc.reason}"
         except OSError:
             return sock, "connection error before associating"
+        rejection = vet_request(request, self.contexts)
+        if rejection is None:
+            sock.replay(request)
+        return sock, rejection
 
-    def _close(self, sock: socket.socket, reason: str, address: Any) -> None:
-        self._refuse(reason, _peer(address))
+    def _hand_off(self, sock: socket.socket, client_address: Any) -> Rejection | None:
+        """Start pynetdicom's association, unless this address has its share of them already."""
+        assert isinstance(sock, _PduLimits) and isinstance(sock, Wakeable)
+        sock.max_p_data = self._max_p_data
+        sock.enable_wakeups()
+        # Responses are small and awaited: never hold them back for Nagle's algorithm.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # pynetdicom reads a PDU with blocking recv calls: without a timeout, a peer that
+        # stops mid-PDU would hold its thread and socket forever.
+        sock.settimeout(self._idle_timeout)
+        limit, host = self._associations_per_address, _host(client_address)
+        # Counting and starting under one lock: two requests from one address cannot both
+        # count the same free place.
+        with self._handoff_lock:
+            if limit and self._associations_from(host) >= limit:
+                return too_many_from_address(limit)
+            super().finish_request(sock, client_address)
+        return None
+
+    def _associations_from(self, host: str) -> int:
+        return sum(1 for assoc in self.active_associations if assoc.requestor.address == host)
+
+    def _close(self, sock: socket.socket, reason: str | Rejection, address: Any) -> None:
+        self._refuse(reason.why if isinstance(reason, Rejection) else reason, _peer(address))
         with contextlib.suppress(OSError):
             sock.close()
 
 
-def _first_byte_problem(first: bytes) -> str | None:
-    """Why the first byte of a plain connection rules out an association request, if it does."""
-    if not first:
-        return "closed before associating"
-    if first[0] != A_ASSOCIATE_RQ:
-        return "not a DICOM association request"
-    return None
+def _host(address: Any) -> str:
+    return str(address[0]) if isinstance(address, tuple) and address else str(address)
 
 
 def _peer(address: Any) -> str:

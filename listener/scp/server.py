@@ -25,7 +25,9 @@ from listener.config import DicomSettings
 from listener.logging import get_logger
 from listener.metrics import Metrics
 from listener.model import StoreOutcome
+from listener.ratelimit import PerKeyLimit
 from listener.scp import wakeup
+from listener.scp.admission import GuardLimits, PeerRules
 from listener.scp.contexts import (
     COMMENT_FOR_OUTCOME,
     STATUS_FOR_OUTCOME,
@@ -33,7 +35,7 @@ from listener.scp.contexts import (
     storage_sop_classes,
     transfer_syntaxes,
 )
-from listener.scp.guard import GuardedServer, PeerRules, server_tls_context
+from listener.scp.guard import GuardedServer, server_tls_context
 from listener.scp.workflow import (
     MPPS,
     STORAGE_COMMITMENT,
@@ -43,6 +45,9 @@ from listener.scp.workflow import (
 )
 
 log = get_logger("listener.scp")
+
+# Refused connections and rejected associations: log lines per source address and minute.
+REFUSALS_LOGGED, REFUSAL_WINDOW_SECONDS = 10, 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ class DicomServer:
             weakref.WeakKeyDictionary()
         )
         self._stats_lock = threading.Lock()
+        self._refusal_log = PerKeyLimit(limit=REFUSALS_LOGGED, window=REFUSAL_WINDOW_SECONDS)
 
     def start(self) -> None:
         """Bind the port and start accepting associations."""
@@ -117,17 +123,13 @@ class DicomServer:
         ]
         tls = server_tls_context(settings.tls)
         server = ae.make_server(
-            (settings.host, settings.port), evt_handlers=handlers, server_class=GuardedServer
+            (settings.host, settings.port),
+            evt_handlers=handlers,
+            server_class=GuardedServer,
+            backlog=settings.listen_backlog,
         )
         assert isinstance(server, GuardedServer)
-        server.guard(
-            tls=tls,
-            first_bytes_timeout=settings.acse_timeout_seconds,
-            idle_timeout=settings.idle_timeout_seconds,
-            max_pending=settings.max_pending_connections,
-            max_pdu_size=settings.max_pdu_size,
-            on_refused=self._on_connection_refused,
-        )
+        server.guard(tls=tls, limits=self._guard_limits(), on_refused=self._on_connection_refused)
         threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
         self._server = server
         self._metrics.associations_active.set_function(lambda: self.active_associations)
@@ -138,6 +140,19 @@ class DicomServer:
             port=settings.port,
             tls=tls is not None,
             client_certificates=bool(settings.tls.ca_file),
+        )
+
+    def _guard_limits(self) -> GuardLimits:
+        settings = self._settings
+        return GuardLimits(
+            request_timeout=settings.acse_timeout_seconds,
+            idle_timeout=settings.idle_timeout_seconds,
+            idle_timeout_before_dimse=settings.idle_timeout_before_dimse_seconds,
+            max_pending=settings.max_pending_connections,
+            max_pending_per_address=settings.max_pending_connections_per_address,
+            max_associations_per_address=settings.max_associations_per_address,
+            max_pdu_size=settings.max_pdu_size,
+            on_tick=self._log_suppressed_refusals,
         )
 
     @property
@@ -159,6 +174,7 @@ class DicomServer:
                 "aborting association at shutdown", calling_ae=association.requestor.ae_title
             )
             association.abort()
+        self._log_suppressed_refusals(all_windows=True)
         log.info("dicom stopped")
 
     def _on_c_store(self, event: evt.Event) -> int | Dataset:
@@ -194,7 +210,18 @@ class DicomServer:
 
     def _on_connection_refused(self, reason: str, peer: str) -> None:
         self._metrics.connections_refused.labels(reason.split(":", maxsplit=1)[0]).inc()
-        log.warning("connection refused before association", reason=reason, peer=peer)
+        if self._refusal_log.admit(peer.rpartition(":")[0] or peer):
+            log.warning("connection refused before association", reason=reason, peer=peer)
+
+    def _log_suppressed_refusals(self, *, all_windows: bool = False) -> None:
+        """One line per address whose refusals went over the per-minute limit (not logged)."""
+        for address, count in self._refusal_log.expired(all_windows=all_windows):
+            log.warning(
+                "refusals not logged",
+                peer_address=address,
+                count=count,
+                window_s=REFUSAL_WINDOW_SECONDS,
+            )
 
     def _on_accepted(self, event: evt.Event) -> None:
         self._metrics.associations.labels("accepted").inc()
@@ -224,6 +251,8 @@ class DicomServer:
     def _on_rejected(self, event: evt.Event) -> None:
         self._metrics.associations.labels("rejected").inc()
         requestor = event.assoc.requestor
+        if not self._refusal_log.admit(requestor.address):
+            return
         rejection = event.assoc.acceptor.primitive
         log.warning(
             "association rejected",

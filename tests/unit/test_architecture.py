@@ -10,7 +10,12 @@ import pytest
 from listener.scp import storage_sop_classes, transfer_syntaxes
 
 PACKAGE = Path(__file__).parents[2] / "listener"
-PURE = ["model.py", "aggregator.py", *(f"fhir/{p.name}" for p in (PACKAGE / "fhir").glob("*.py"))]
+PURE = [
+    "model.py",
+    "aggregator.py",
+    "ratelimit.py",
+    *(f"fhir/{p.name}" for p in (PACKAGE / "fhir").glob("*.py")),
+]
 ADAPTERS = {
     "pynetdicom": "scp/",
     "pika": "publisher.py",

@@ -1,0 +1,149 @@
+"""Letting a vetted connection in: limits, address rules, the A-ASSOCIATE-RJ, the hand-off.
+
+:class:`listener.scp.guard.GuardedServer` reads a connection's whole A-ASSOCIATE-RQ before
+pynetdicom sees it (:mod:`listener.scp.association_request`). This module holds what happens
+around that: the guard's limits, the per-AE address rules, how many connections each source
+address may have waiting, how a refused request is answered, and :class:`GuardedRequestHandler`,
+which gives pynetdicom the connection with the request bytes replayed and a short idle limit
+until the peer's first DIMSE message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.transport import AssociationSocket, RequestHandler
+
+from listener.scp.association_request import Rejection
+
+# Longest wait for the A-ASSOCIATE-RJ to leave (the peer's receive window may be full).
+_SEND_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GuardLimits:
+    """Deadlines and caps of :class:`GuardedServer` (the ``dicom`` settings of the same names).
+
+    ``request_timeout``: to send a whole association request (TLS handshake included);
+    ``idle_timeout``: between reads afterwards, and the association idle limit once a DIMSE
+    message came; ``idle_timeout_before_dimse``: the idle limit before that; ``max_pending``,
+    ``max_pending_per_address``: connections being vetted at once; ``max_pdu_size``: longest
+    P-DATA PDU; ``on_tick``: called about twice a second from the accept loop.
+    """
+
+    request_timeout: float
+    idle_timeout: float
+    idle_timeout_before_dimse: float
+    max_pending: int
+    max_pending_per_address: int
+    max_associations_per_address: int
+    max_pdu_size: int
+    on_tick: Callable[[], None] = lambda: None
+
+
+class PeerRules:
+    """``AE@address`` / ``AE@network/prefix`` rules: a listed AE may connect only from those."""
+
+    def __init__(self, rules: list[str]) -> None:
+        self._networks: dict[str, list[Any]] = {}
+        for rule in rules:
+            title, _, address = rule.partition("@")
+            network = ipaddress.ip_network(address, strict=False)
+            self._networks.setdefault(title.strip(), []).append(network)
+
+    def allows(self, calling_ae: str, address: str) -> bool:
+        """True when ``calling_ae`` has no rules, or ``address`` is in one of its networks."""
+        networks = self._networks.get(calling_ae.strip())
+        if networks is None:
+            return True
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in networks)
+
+
+class AddressCounts:
+    """Connections per source address, each admitted only while its address is under a cap."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit  # 0: no limit
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def enter(self, address: str) -> bool:
+        """Count one more connection from ``address``; False (and not counted) when at the cap."""
+        with self._lock:
+            count = self._counts.get(address, 0)
+            if self._limit and count >= self._limit:
+                return False
+            self._counts[address] = count + 1
+            return True
+
+    def leave(self, address: str) -> None:
+        """Count one connection from ``address`` less."""
+        with self._lock:
+            count = self._counts.pop(address, 0) - 1
+            if count > 0:
+                self._counts[address] = count
+
+
+def send_rejection(sock: socket.socket, rejection: Rejection) -> None:
+    """Send the A-ASSOCIATE-RJ, end our side, and read what the peer sent beyond its request.
+
+    Closing with unread bytes from the peer would reset the connection, and a reset can destroy
+    the rejection before the peer has read it. Nothing waits for the peer: one that keeps its end
+    open must not keep a thread here.
+    """
+    with contextlib.suppress(OSError):
+        sock.settimeout(_SEND_TIMEOUT)
+        sock.sendall(rejection.pdu())
+        if isinstance(sock, ssl.SSLSocket):
+            return
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        read = getattr(sock, "read_raw", sock.recv)  # no PDU counting on what we throw away
+        while read(65536):
+            pass
+
+
+class _ReplayAwareSocket(AssociationSocket):
+    """pynetdicom's socket wrapper, also ready to read while request bytes wait to be replayed."""
+
+    @property
+    def ready(self) -> bool:
+        """True when the connection has data: replayed request bytes or bytes on the wire."""
+        if getattr(self.socket, "replaying", False):
+            return True
+        return bool(super().ready)
+
+
+def _first_message(event: evt.Event, idle_timeout: float) -> None:
+    """The peer sent a DIMSE message: from now on the normal idle limit applies."""
+    if event.assoc.network_timeout != idle_timeout:
+        event.assoc.network_timeout = idle_timeout
+
+
+class GuardedRequestHandler(RequestHandler):
+    """pynetdicom's request handler for connections :class:`GuardedServer` has vetted."""
+
+    def _create_association(self) -> Association:
+        association = super()._create_association()
+        # pynetdicom creates its AssociationSocket inside this method; only the class of that
+        # object is changed, to a subclass that knows about the replayed request bytes.
+        association.dul.socket.__class__ = _ReplayAwareSocket
+        server: Any = self.server
+        before, after = server.idle_timeouts
+        if before and after and before < after:
+            association.network_timeout = before
+            association.bind(evt.EVT_DIMSE_RECV, _first_message, [after])
+        return association
