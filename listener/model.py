@@ -170,3 +170,6 @@ class StoreOutcome(enum.Enum):
     TOO_LARGE = "too_large"
     OUT_OF_RESOURCES = "out_of_resources"
     FAILED = "failed"
+    SOP_CLASS_NOT_NEGOTIATED = "sop_class_not_negotiated"
+    WRONG_ENCODING = "wrong_encoding"
+    NO_DATASET = "no_dataset"

@@ -1,6 +1,7 @@
 """The DICOM boundary; the only package that imports pynetdicom.
 
 ``server`` runs the Storage SCP, ``guard`` vets connections (TLS, deadlines, address rules),
+``receive`` assembles each message (``incoming``) and streams C-STORE data sets to ``spool``,
 ``wakeup`` stops pynetdicom's per-association thread from polling, ``contexts`` says what is
 accepted and which statuses are answered, ``verify`` is the C-ECHO SCU.
 """
