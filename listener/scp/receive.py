@@ -46,6 +46,9 @@ from listener.scp.incoming import Incoming, ProtocolError, ReceiveLimits, Refusa
 log = get_logger("listener.scp")
 
 RefusalHandler = Callable[[Association, DimseServiceType, Refusal], None]
+# pynetdicom ends an association by waiting for its DUL thread, which may be blocked reading a
+# PDU that a peer trickles (its idle timeout fired mid-PDU): after this long, hang up on it.
+_ENDING_GRACE = 2.0
 # A-ABORT PDU, source 2 (service provider), reason 0 (not specified): PS3.8 9.3.8.
 _A_P_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
 
@@ -62,6 +65,7 @@ class Receiver(DIMSEServiceProvider):
         self._lock = threading.Lock()
         self._current: Incoming | None = None
         self._closed = False
+        self._ending_since: float | None = None
         self._refusals: dict[int, Refusal] = {}
         self._spooled: dict[int, Path] = {}  # delivered C-STORE files, until served
 
@@ -177,9 +181,19 @@ class Receiver(DIMSEServiceProvider):
         """Why the message in progress is too slow (None while it keeps the minimum rate)."""
         with self._lock:
             message = self._current
-            if self._closed or message is None:
+            if self._closed:
                 return None
-            return message.progress.stalled(now)
+            if self._ending_since is not None:
+                if now - self._ending_since < _ENDING_GRACE:
+                    return None
+                return "the association is ending but its connection is still being read"
+            return message.progress.stalled(now) if message is not None else None
+
+    def ending(self) -> None:
+        """The association is being ended (pynetdicom now waits for its DUL thread to stop)."""
+        with self._lock:
+            if self._ending_since is None:
+                self._ending_since = time.monotonic()
 
     def cut(self, reason: str) -> None:
         """Drop the message in progress and hang up (from a thread other than the DUL's)."""
@@ -189,7 +203,7 @@ class Receiver(DIMSEServiceProvider):
             self._closed = True
             partial = self._discard_current()
         log.warning(
-            "association aborted: message arriving too slowly",
+            "slow association cut",
             reason=reason,
             partial_bytes=partial,
             **self._who(),
@@ -222,6 +236,7 @@ def install(assoc: Association, limits: ReceiveLimits, on_refused: RefusalHandle
         receiver.serve(original_serve, msg, context_id)
 
     def kill() -> None:
+        receiver.ending()
         try:
             original_kill()
         finally:
