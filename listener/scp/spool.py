@@ -42,11 +42,17 @@ class SpoolFile:
         self.path: Path | None = None
         self.size = 0
         self.error = ""
+        self._refused: StoreOutcome | None = None
         self._free = 0
         self._unchecked = _CHECK_EVERY  # check on the first write
 
     def write(self, data: bytes) -> StoreOutcome | None:
-        """Append ``data``; on refusal the file is gone and the outcome to answer is returned."""
+        """Append ``data``; on refusal the file is gone and the outcome to answer is returned.
+
+        Once refused, every later write answers the same refusal and writes nothing.
+        """
+        if self._refused is not None:
+            return self._refused
         chunk = self._pending_meta + data if self._pending_meta else data
         if self.size + len(chunk) > self._max_bytes:
             self.error = f"larger than {self._max_bytes} bytes"
@@ -74,9 +80,7 @@ class SpoolFile:
             os.close(fd)
         except OSError as exc:
             self.error = f"{exc.strerror or exc} (errno {exc.errno})"
-            self._fd = None
-            self.discard()
-            return _outcome_of(exc)
+            return self._refuse(_outcome_of(exc))
         return None
 
     def discard(self) -> None:
@@ -108,6 +112,7 @@ class SpoolFile:
 
     def _refuse(self, outcome: StoreOutcome) -> StoreOutcome:
         self.discard()
+        self._refused = outcome
         return outcome
 
 
