@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -85,10 +86,13 @@ class RawAssociation:
     port: int
     contexts: dict[int, tuple[str, str]]
     accepted: dict[int, int] = field(default_factory=dict)  # context id -> result (0 accepted)
+    tls: ssl.SSLContext | None = None
     sock: socket.socket = field(init=False)
 
     def __post_init__(self) -> None:
         self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        if self.tls is not None:
+            self.sock = self.tls.wrap_socket(self.sock, server_hostname="localhost")
         self.sock.sendall(associate_rq(self.contexts))
         kind, body = self.read_pdu()
         assert kind == A_ASSOCIATE_AC, f"association not accepted (PDU 0x{kind:02X})"

@@ -28,6 +28,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
@@ -226,6 +227,41 @@ class Receiver(DIMSEServiceProvider):
         }
 
 
+class Watchdog:
+    """Every ``period`` seconds, cuts the receivers whose message arrives too slowly."""
+
+    def __init__(self, *, period: float) -> None:
+        self._period = period
+        self._lock = threading.Lock()
+        self._receivers: weakref.WeakSet[Receiver] = weakref.WeakSet()
+        self._running = threading.Event()
+
+    def add(self, receiver: Receiver) -> None:
+        """Watch ``receiver`` for as long as its association exists."""
+        with self._lock:
+            self._receivers.add(receiver)
+
+    def start(self) -> None:
+        """Start watching in a daemon thread."""
+        self._running.set()
+        threading.Thread(target=self._run, name="dicom-watchdog", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop after the current round."""
+        self._running.clear()
+
+    def _run(self) -> None:
+        while self._running.is_set():
+            time.sleep(self._period)
+            with self._lock:
+                receivers = list(self._receivers)
+            now = time.monotonic()
+            for receiver in receivers:
+                reason = receiver.stalled(now)
+                if reason is not None:
+                    receiver.cut(reason)
+
+
 def install(assoc: Association, limits: ReceiveLimits, on_refused: RefusalHandler) -> Receiver:
     """Make a new association receive through a :class:`Receiver` (before its threads start)."""
     receiver = Receiver(assoc, limits, on_refused)
@@ -259,4 +295,6 @@ def _hang_up(connection: socket.socket | None) -> None:
         with contextlib.suppress(OSError):
             connection.send(_A_P_ABORT, socket.MSG_DONTWAIT)
     with contextlib.suppress(OSError):
-        connection.shutdown(socket.SHUT_RDWR)
+        # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop the TLS
+        # state the DUL thread may be reading with.
+        socket.socket.shutdown(connection, socket.SHUT_RDWR)

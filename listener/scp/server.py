@@ -94,8 +94,7 @@ class DicomServer:
             window_seconds=settings.dimse_timeout_seconds,
             min_bytes_per_second=settings.min_transfer_bytes_per_second,
         )
-        self._receivers: weakref.WeakSet[receive.Receiver] = weakref.WeakSet()
-        self._watching = threading.Event()
+        self._watchdog = receive.Watchdog(period=min(1.0, settings.dimse_timeout_seconds / 4))
         self._sink = sink
         self._workflow = WorkflowHandlers(settings, procedures)
         self._spool_dir = spool_dir
@@ -143,8 +142,7 @@ class DicomServer:
             on_refused=self._on_connection_refused,
         )
         threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
-        self._watching.set()
-        threading.Thread(target=self._watch, name="dicom-watchdog", daemon=True).start()
+        self._watchdog.start()
         self._server = server
         self._metrics.associations_active.set_function(lambda: self.active_associations)
         log.info(
@@ -167,7 +165,7 @@ class DicomServer:
         if server is None:
             return
         server.shutdown()
-        self._watching.clear()
+        self._watchdog.stop()
         deadline = time.monotonic() + grace_seconds
         while server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -204,9 +202,7 @@ class DicomServer:
 
     def _on_connection(self, event: evt.Event) -> None:
         """Receive this association's messages through a bounded :class:`Receiver`."""
-        receiver = receive.install(event.assoc, self._limits, self._on_refused)
-        with self._stats_lock:
-            self._receivers.add(receiver)
+        self._watchdog.add(receive.install(event.assoc, self._limits, self._on_refused))
 
     def _on_refused(
         self, association: Association, request: DimseServiceType, refusal: Refusal
@@ -221,19 +217,6 @@ class DicomServer:
             sop_instance_uid=str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
             calling_ae=association.requestor.ae_title,
         )
-
-    def _watch(self) -> None:
-        """Cut associations whose message in progress arrives below the minimum rate."""
-        period = min(1.0, self._settings.dimse_timeout_seconds / 4)
-        while self._watching.is_set():
-            time.sleep(period)
-            with self._stats_lock:
-                receivers = list(self._receivers)
-            now = time.monotonic()
-            for receiver in receivers:
-                reason = receiver.stalled(now)
-                if reason is not None:
-                    receiver.cut(reason)
 
     def _on_requested(self, event: evt.Event) -> None:
         """Apply the per-AE address rules, which pynetdicom does not know."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import select
 import shutil
+import ssl
 import struct
 import subprocess
 import threading
@@ -21,6 +22,7 @@ import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 
+from tests.certs import CertificateAuthority
 from tests.conftest import ListenerFactory
 from tests.modality import CT_IMAGE_STORAGE, Modality, make_study
 from tests.raw_dicom import (
@@ -256,6 +258,40 @@ def test_trickled_data_sets_are_cut_within_twice_the_dimse_timeout(
     assert max(cut_after.values()) <= 2 * timeout, cut_after
     assert len(list(listener.events("slow association cut"))) == 16
     assert_study_still_flows(listener, amqp)
+
+
+def test_trickled_data_set_over_tls_is_cut_too(
+    start_listener: ListenerFactory, amqp: AmqpTopology, tmp_path: Path
+) -> None:
+    """Over TLS a trickling peer is cut within 2 x dimse_timeout; a TLS store works after it."""
+    ca = CertificateAuthority(tmp_path)
+    server = ca.issue("listener", server=True)
+    listener = start_listener(
+        LISTENER_DICOM__TLS__CERT_FILE=str(server.cert),
+        LISTENER_DICOM__TLS__KEY_FILE=str(server.key),
+        LISTENER_DICOM__DIMSE_TIMEOUT_SECONDS="2",
+    )
+    tls = ssl.create_default_context(cafile=str(ca.pem.cert))
+    [dataset] = make_study(1, series=1)
+    cut_after = []
+    for whole_pdus in (False, True):
+        raw = RawAssociation(listener.port, CT_CONTEXTS, tls=tls)
+        raw.send_pdvs(pdv(1, COMMAND_LAST, store_command(CT_IMAGE_STORAGE, generate_uid())))
+        cut_after.append(_trickle(raw, whole_pdus=whole_pdus, interval=1.0, limit=8.0))
+        raw.close()
+
+    assert max(cut_after) <= 4.0, cut_after
+    ae = AE(ae_title="TLSSCU")
+    ae.add_requested_context(CT_IMAGE_STORAGE, EXPLICIT_LE)
+    association = ae.associate(
+        "127.0.0.1", listener.port, ae_title="DICOM-LISTENER", tls_args=(tls, "localhost")
+    )
+    assert association.is_established
+    assert association.send_c_store(dataset).Status == 0x0000
+    association.release()
+    [message] = amqp.drain(1, timeout=20)
+    assert message.resource["id"] == dataset.StudyInstanceUID
+    assert spool_bytes(listener) == 0
 
 
 def test_pdu_trickled_before_any_message_frees_its_slot_after_the_idle_timeout(
