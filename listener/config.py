@@ -80,13 +80,27 @@ class DicomSettings:
         15.0, "Time a new connection has to send its whole association request.", checks.positive
     )
     dimse_timeout_seconds: float = _setting(
-        60.0, "Time a sender has to complete a DIMSE message it started.", checks.positive
+        60.0,
+        "Window in which a DIMSE message being received must bring min_transfer_bytes_per_second.",
+        checks.positive,
     )
     idle_timeout_seconds: float = _setting(
         60.0, "An association silent for this long is aborted.", checks.positive
     )
     max_instance_mb: int = _setting(
-        4096, "Larger instances are refused (0xA701) and their spool file removed.", checks.positive
+        4096,
+        "Larger instances are refused (0xA701) once past it; the rest is not written.",
+        checks.positive,
+    )
+    max_other_dataset_mb: int = _setting(
+        8,
+        "Largest data set of a message other than C-STORE (MPPS, commitment); larger: refused.",
+        checks.positive,
+    )
+    min_transfer_bytes_per_second: int = _setting(
+        1024,
+        "A DIMSE message slower than this over any dimse_timeout_seconds is aborted.",
+        checks.not_negative,
     )
     max_pending_connections: int = _setting(
         64,

@@ -246,6 +246,9 @@ class StoreOutcome(enum.Enum):
     CHANGED_REFUSED = "changed_refused"  # changed re-send refused (reject)
     OUT_OF_RESOURCES = "out_of_resources"
     FAILED = "failed"
+    SOP_CLASS_NOT_NEGOTIATED = "sop_class_not_negotiated"
+    WRONG_ENCODING = "wrong_encoding"
+    NO_DATASET = "no_dataset"
 
 
 class Resend(enum.Enum):

@@ -131,6 +131,7 @@ class ListenerService:
             spool_dir=self._spool_dir,
             metrics=self.metrics,
             procedures=self.procedures,
+            min_free_mb=settings.storage.min_free_mb,
         )
         self._threads: list[threading.Thread] = []
         self._next_housekeeping = 0.0
@@ -294,8 +295,10 @@ class ListenerService:
                 "instance refused", reason=f"truncated: {exc}", calling_ae=incoming.calling_ae
             )
             return StoreOutcome.TRUNCATED
-        except OSError:
-            return StoreOutcome.NOT_DICOM
+        except OSError as exc:
+            # The spool file could not be read back (EIO, ...): our failure, which a sender retries.
+            log.error("spooled instance unreadable", error=str(exc), calling_ae=incoming.calling_ae)
+            return StoreOutcome.FAILED
 
     def _store(self, incoming: IncomingInstance, record: InstanceRecord, size: int) -> StoreOutcome:
         """Compare with the held version by content digest, apply the policy, place and commit."""

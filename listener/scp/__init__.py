@@ -2,9 +2,10 @@
 
 ``server`` runs the Storage SCP, ``guard`` vets connections (TLS, deadlines, address rules),
 ``association_request`` reads and vets the A-ASSOCIATE-RQ for it, ``admission`` holds the
-per-address caps and the hand-off to pynetdicom, ``wakeup`` stops pynetdicom's per-association
-thread from polling, ``contexts`` says what is accepted and which statuses are answered,
-``verify`` is the C-ECHO SCU.
+per-address caps and the hand-off to pynetdicom, ``receive`` assembles each message
+(``incoming``) and streams C-STORE data sets to ``spool``, ``wakeup`` stops pynetdicom's
+per-association thread from polling, ``contexts`` says what is accepted and which statuses are
+answered, ``verify`` is the C-ECHO SCU.
 """
 
 from listener.scp.contexts import STATUS_FOR_OUTCOME, storage_sop_classes, transfer_syntaxes

@@ -29,6 +29,9 @@ STATUS_FOR_OUTCOME = {
     StoreOutcome.NOT_DICOM: 0xC000,  # Error: Cannot understand
     StoreOutcome.TRUNCATED: 0xC001,  # Error: Cannot understand (dataset ends early)
     StoreOutcome.FAILED: 0x0110,  # Processing failure
+    StoreOutcome.SOP_CLASS_NOT_NEGOTIATED: 0x0122,  # Refused: SOP Class not supported (on context)
+    StoreOutcome.WRONG_ENCODING: 0xC002,  # Cannot understand: not in its context's syntax
+    StoreOutcome.NO_DATASET: 0xC003,  # Cannot understand: C-STORE without a data set
     StoreOutcome.KEPT_FIRST: 0x0000,  # changed re-send acknowledged, stored version kept
     StoreOutcome.CHANGED_REFUSED: 0x0110,  # Processing failure, with the ErrorComment below
 }

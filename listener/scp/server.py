@@ -1,8 +1,10 @@
 """The Storage SCP: a pynetdicom AE answering C-ECHO and C-STORE.
 
-Received datasets are streamed by pynetdicom into a spool file (never held in memory); the handler
-passes that file to an :class:`InstanceSink` and turns its :class:`StoreOutcome` into a C-STORE
-status. Connections reach pynetdicom only through :class:`GuardedServer` (TLS, deadlines, caps).
+Received datasets are streamed into a spool file (never held in memory) by each association's
+:class:`~listener.scp.receive.Receiver`, which refuses what cannot be kept before it is stored;
+the handler passes that file to an :class:`InstanceSink` and turns its :class:`StoreOutcome` into
+a C-STORE status. A watchdog cuts associations whose message arrives too slowly. Connections reach
+pynetdicom only through :class:`GuardedServer` (TLS, deadlines, caps).
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from typing import Any, Protocol
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_STORE, DimseServiceType
 
 from listener.config import DicomSettings
 from listener.logging import get_logger
 from listener.metrics import Metrics
 from listener.model import StoreOutcome
 from listener.ratelimit import PerKeyLimit
-from listener.scp import wakeup
+from listener.scp import receive, wakeup
 from listener.scp.admission import GuardLimits, PeerRules
 from listener.scp.contexts import (
     COMMENT_FOR_OUTCOME,
@@ -36,6 +38,7 @@ from listener.scp.contexts import (
     transfer_syntaxes,
 )
 from listener.scp.guard import GuardedServer, server_tls_context
+from listener.scp.incoming import ReceiveLimits, Refusal
 from listener.scp.workflow import (
     MPPS,
     STORAGE_COMMITMENT,
@@ -45,6 +48,7 @@ from listener.scp.workflow import (
 )
 
 log = get_logger("listener.scp")
+_MB = 1024 * 1024
 
 # Refused connections and rejected associations: log lines per source address and minute.
 REFUSALS_LOGGED, REFUSAL_WINDOW_SECONDS = 10, 60.0
@@ -86,8 +90,18 @@ class DicomServer:
         spool_dir: Path,
         metrics: Metrics,
         procedures: WorkflowSink,
+        min_free_mb: int = 0,
     ) -> None:
         self._settings = settings
+        self._limits = ReceiveLimits(
+            spool_dir=spool_dir,
+            max_instance_bytes=settings.max_instance_mb * _MB,
+            max_other_dataset_bytes=settings.max_other_dataset_mb * _MB,
+            min_free_bytes=min_free_mb * _MB,
+            window_seconds=settings.dimse_timeout_seconds,
+            min_bytes_per_second=settings.min_transfer_bytes_per_second,
+        )
+        self._watchdog = receive.Watchdog(period=min(1.0, settings.dimse_timeout_seconds / 4))
         self._sink = sink
         self._workflow = WorkflowHandlers(settings, procedures)
         self._spool_dir = spool_dir
@@ -113,6 +127,7 @@ class DicomServer:
         settings = self._settings
         ae = _build_ae(settings, storage_sop_classes(), transfer_syntaxes())
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_C_STORE, self._on_c_store),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -131,6 +146,7 @@ class DicomServer:
         assert isinstance(server, GuardedServer)
         server.guard(tls=tls, limits=self._guard_limits(), on_refused=self._on_connection_refused)
         threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True).start()
+        self._watchdog.start()
         self._server = server
         self._metrics.associations_active.set_function(lambda: self.active_associations)
         log.info(
@@ -166,6 +182,7 @@ class DicomServer:
         if server is None:
             return
         server.shutdown()
+        self._watchdog.stop()
         deadline = time.monotonic() + grace_seconds
         while server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -191,12 +208,33 @@ class DicomServer:
         except Exception:
             log.exception("instance handling failed", sop_instance_uid=incoming.sop_instance_uid)
             outcome = StoreOutcome.FAILED
+        self._count(event.assoc, outcome)
+        return _c_store_status(outcome)
+
+    def _count(self, association: Association, outcome: StoreOutcome) -> None:
         with self._stats_lock:
-            stats = self._stats.get(event.assoc)
+            stats = self._stats.get(association)
             if stats is not None:
                 stats.outcomes[outcome.value] = stats.outcomes.get(outcome.value, 0) + 1
         self._metrics.instances_received.labels(outcome.value).inc()
-        return _c_store_status(outcome)
+
+    def _on_connection(self, event: evt.Event) -> None:
+        """Receive this association's messages through a bounded :class:`Receiver`."""
+        self._watchdog.add(receive.install(event.assoc, self._limits, self._on_refused))
+
+    def _on_refused(
+        self, association: Association, request: DimseServiceType, refusal: Refusal
+    ) -> None:
+        """Count and log a message refused before it reached its handler."""
+        if refusal.outcome is not None:
+            self._count(association, refusal.outcome)
+        log.warning(
+            "instance refused" if isinstance(request, C_STORE) else "message refused",
+            reason=refusal.reason,
+            status=f"0x{refusal.status:04X}",
+            sop_instance_uid=str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
+            calling_ae=association.requestor.ae_title,
+        )
 
     def _on_requested(self, event: evt.Event) -> None:
         """Apply the per-AE address rules, which pynetdicom does not know."""

@@ -432,3 +432,15 @@ def test_restart_settles_a_pending_study_left_without_instances(
     [recovered] = [line for line in json_logs() if line["event"] == "journal recovered"]
     assert recovered["pending_studies"] == 0
     assert Journal(tmp_path / "data" / "journal.sqlite3").pending_studies() == []
+
+
+def test_spool_file_unreadable_is_a_processing_failure(tmp_path: Path, clock: FakeClock) -> None:
+    """An I/O error reading the spooled file back answers 0x0110 (retried), not 0xC000."""
+    service = make_service(tmp_path, FakePublisher(), clock)
+    unreadable = tmp_path / "data" / "spool" / "unreadable.dcm"
+    unreadable.mkdir(parents=True)  # reading it raises IsADirectoryError, an OSError
+    incoming = IncomingInstance(
+        path=unreadable, sop_class_uid="1.2.3", sop_instance_uid="1.2.3.4", calling_ae="TEST"
+    )
+
+    assert service.receive(incoming) is StoreOutcome.FAILED

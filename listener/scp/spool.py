@@ -1,0 +1,126 @@
+"""One received dataset on its way to ``spool/``: size limit, disk reserve and write errors.
+
+A :class:`SpoolFile` writes the File Meta Information and then the dataset's bytes as they arrive.
+Before each write it checks the instance size limit and the free-space reserve, and any write
+error (ENOSPC, EDQUOT, EIO, ...) is caught: the partial file is removed at once and the write
+answers with the outcome to refuse the instance with. Nothing is created until the first bytes
+arrive, and a refused or discarded file never lingers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from listener.model import StoreOutcome
+
+# Free space is asked of the file system at most once per this many bytes written (statvfs is
+# cheap, but not per 16 KiB PDV); in between it is estimated from what was written.
+_CHECK_EVERY = 1 << 20
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(directory: Path) -> int:
+    """Bytes available to us on ``directory``'s file system."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
+
+
+class SpoolFile:
+    """A spool file being written; refused (and removed) as soon as it cannot be kept."""
+
+    def __init__(self, directory: Path, *, meta: bytes, max_bytes: int, min_free: int) -> None:
+        """``meta``: what precedes the dataset in the file (preamble, DICM, File Meta)."""
+        self._directory = directory
+        self._pending_meta = meta
+        self._max_bytes = max_bytes
+        self._min_free = min_free
+        self._fd: int | None = None
+        self.path: Path | None = None
+        self.size = 0
+        self.error = ""
+        self._refused: StoreOutcome | None = None
+        self._free = 0
+        self._unchecked = _CHECK_EVERY  # check on the first write
+
+    def write(self, data: bytes) -> StoreOutcome | None:
+        """Append ``data``; on refusal the file is gone and the outcome to answer is returned.
+
+        Once refused, every later write answers the same refusal and writes nothing.
+        """
+        if self._refused is not None:
+            return self._refused
+        chunk = self._pending_meta + data if self._pending_meta else data
+        if self.size + len(chunk) > self._max_bytes:
+            self.error = f"larger than {self._max_bytes} bytes"
+            return self._refuse(StoreOutcome.TOO_LARGE)
+        if not self._has_room(len(chunk)):
+            return self._refuse(StoreOutcome.OUT_OF_RESOURCES)
+        try:
+            if self._fd is None:
+                fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._directory)
+                self._fd, self.path = fd, Path(name)
+            _write_all(self._fd, chunk)
+        except OSError as exc:
+            self.error = f"{exc.strerror or exc} (errno {exc.errno})"
+            return self._refuse(_outcome_of(exc))
+        self._pending_meta = b""
+        self.size += len(chunk)
+        return None
+
+    def finish(self) -> StoreOutcome | None:
+        """Close the file (it stays, for the C-STORE handler); on a close error, refuse."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return None
+        try:
+            os.close(fd)
+        except OSError as exc:
+            self.error = f"{exc.strerror or exc} (errno {exc.errno})"
+            return self._refuse(_outcome_of(exc))
+        return None
+
+    def discard(self) -> None:
+        """Close and remove the file, if there is one (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        path, self.path = self.path, None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _has_room(self, size: int) -> bool:
+        if self._min_free <= 0:
+            return True  # no reserve: the disk itself says when it is full (ENOSPC)
+        if self._unchecked + size >= _CHECK_EVERY:
+            try:
+                self._free = free_bytes(self._directory)
+            except OSError:
+                return True  # let the write itself find out
+            self._unchecked = 0
+        self._unchecked += size
+        self._free -= size
+        if self._free >= self._min_free:
+            return True
+        self.error = f"fewer than {self._min_free} bytes would stay free (storage.min_free_mb)"
+        return False
+
+    def _refuse(self, outcome: StoreOutcome) -> StoreOutcome:
+        self.discard()
+        self._refused = outcome
+        return outcome
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _outcome_of(exc: OSError) -> StoreOutcome:
+    return StoreOutcome.OUT_OF_RESOURCES if exc.errno in _FULL else StoreOutcome.FAILED
