@@ -236,7 +236,11 @@ def test_trickled_data_sets_are_cut_within_twice_the_dimse_timeout(
     """16 peers trickling bytes or 1-byte PDVs fill every slot; each is cut within 2 x 2 s."""
     timeout = 2.0
     listener = start_listener(
-        LISTENER_DICOM__DIMSE_TIMEOUT_SECONDS=str(timeout), LISTENER_DICOM__MAX_ASSOCIATIONS="16"
+        LISTENER_DICOM__DIMSE_TIMEOUT_SECONDS=str(timeout),
+        LISTENER_DICOM__MAX_ASSOCIATIONS="16",
+        # The 16 peers all come from 127.0.0.1: lift the per-address caps so each gets a slot.
+        LISTENER_DICOM__MAX_ASSOCIATIONS_PER_ADDRESS="0",
+        LISTENER_DICOM__MAX_PENDING_CONNECTIONS_PER_ADDRESS="0",
     )
     [dataset] = make_study(1, series=1)
     cmd = store_command(CT_IMAGE_STORAGE, str(dataset.SOPInstanceUID))
