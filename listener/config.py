@@ -93,6 +93,10 @@ class DicomSettings:
         "Connections still negotiating (TLS, association request) at once; more are closed.",
         checks.positive,
     )
+    accept_unknown_sop_classes: bool = _setting(
+        True,
+        "Accept storage SOP classes pydicom does not know (private, newer); false refuses them.",
+    )
     remote_aes: dict[str, str] = _setting(
         {},
         'Peers we connect to (commitment reports): AE title = "host:port"; TLS if tls is on.',
