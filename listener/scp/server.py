@@ -33,13 +33,8 @@ from listener.scp.contexts import (
 )
 from listener.scp.guard import GuardedServer, PeerRules, server_tls_context
 from listener.scp.negotiation import StorageNegotiation
-from listener.scp.workflow import (
-    MPPS,
-    STORAGE_COMMITMENT,
-    UNCOMPRESSED,
-    WorkflowHandlers,
-    WorkflowSink,
-)
+from listener.scp.report_channel import STORAGE_COMMITMENT
+from listener.scp.workflow import MPPS, UNCOMPRESSED, WorkflowHandlers, WorkflowSink
 
 log = get_logger("listener.scp")
 
