@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
@@ -12,7 +13,7 @@ from pynetdicom.association import Association
 
 from tests.conftest import ListenerFactory
 from tests.modality import CT_IMAGE_STORAGE, make_study
-from tests.support import AmqpTopology, latest_versions
+from tests.support import AmqpTopology, latest_versions, storescu
 
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 RETIRED_US = "1.2.840.10008.5.1.4.1.1.6"  # Ultrasound Image Storage (Retired)
@@ -142,3 +143,22 @@ def test_services_we_do_not_offer_are_still_refused(start_listener: ListenerFact
     association.release()
 
     assert accepted == {CT_IMAGE_STORAGE}
+
+
+def test_storescu_sends_a_folder_where_a_retired_us_instance_comes_third(
+    start_listener: ListenerFactory, amqp: AmqpTopology, tmp_path: Path
+) -> None:
+    """DCMTK's storescu over a folder with a retired US instance among CT ones: all stored."""
+    classes = [CT_IMAGE_STORAGE] * 2 + [RETIRED_US] + [CT_IMAGE_STORAGE] * 15
+    study = study_of_classes(classes)
+    files = []
+    for index, dataset in enumerate(study):
+        files.append(tmp_path / f"{index:02}.dcm")
+        dataset.save_as(files[-1])
+    listener = start_listener(quiet_period=0.5)
+
+    run = storescu(listener.port, files, "-R")  # propose exactly the classes of the files
+
+    assert run.succeeded == files, run.output[-4000:]
+    expected = {str(d.SOPInstanceUID): uid for d, uid in zip(study, classes, strict=True)}
+    assert sop_classes_published(amqp, str(study[0].StudyInstanceUID)) == expected
