@@ -13,6 +13,10 @@ of doing that on an association the requestor is using:
   association. A release request ends the wait at once with a local failure (pynetdicom does the
   same on an abort, fsm AA-2/3/4), so the release completes normally and the report goes on a new
   association; no report is started once a release request has arrived.
+- **Requests.** A requestor may go on (e.g. with a C-STORE) before it answers the report; the
+  waiting report would take that request for its reply and the request would never be answered.
+  A request arriving while a report waits ends the wait the same way, before the request is
+  queued, so the association serves it; the report goes on a new association.
 - **One at a time** per association.
 """
 
@@ -66,6 +70,7 @@ class ReportChannel:
         return [
             (evt.EVT_PDU_SENT, self._on_pdu_sent),
             (evt.EVT_PDU_RECV, self._on_pdu_received),
+            (evt.EVT_DIMSE_RECV, self._on_dimse_received),
         ]
 
     def expect_response(self, association: Association) -> threading.Event:
@@ -123,15 +128,35 @@ class ReportChannel:
             return
         with self._lock:
             channel = self._channels.get(event.assoc)
-            if channel is None:
-                return
-            channel.release_requested = True
-            if channel.sending.locked():
-                withdrawn = N_EVENT_REPORT()
-                withdrawn.MessageIDBeingRespondedTo = channel.message_id
-                withdrawn.Status = _WITHDRAWN
-                # A reply without a context: what pynetdicom's queue holds is typed narrower.
-                event.assoc.dimse.msg_queue.put((None, withdrawn))  # type: ignore[arg-type]
+            if channel is not None:
+                channel.release_requested = True
+                self._withdraw(event.assoc, channel)
+
+    def _on_dimse_received(self, event: evt.Event) -> None:
+        """A request from the requestor withdraws a report waiting for its reply."""
+        if not self._channels:
+            return
+        command = int(event.message.command_set.get("CommandField", 0x8000) or 0x8000)
+        if command & 0x8000:  # a reply, e.g. the report's
+            return
+        with self._lock:
+            channel = self._channels.get(event.assoc)
+            if channel is not None:
+                self._withdraw(event.assoc, channel)
+
+    @staticmethod
+    def _withdraw(association: Association, channel: _Channel) -> None:
+        """End the wait of a report on ``association`` with a local failure; call under the lock.
+
+        Called on the association's DUL thread before pynetdicom queues what arrived, so the
+        waiting report takes this reply, never the requestor's message.
+        """
+        if channel.sending.locked():
+            withdrawn = N_EVENT_REPORT()
+            withdrawn.MessageIDBeingRespondedTo = channel.message_id
+            withdrawn.Status = _WITHDRAWN
+            # A reply without a context: what pynetdicom's queue holds is typed narrower.
+            association.dimse.msg_queue.put((None, withdrawn))  # type: ignore[arg-type]
 
 
 def send_report(

@@ -311,6 +311,27 @@ def test_storage_commitment_answers_on_the_same_association_with_default_roles(
     assert report_uids(report) == ({str(d.SOPInstanceUID) for d in study}, {})
 
 
+def test_a_store_right_after_the_commitment_request_is_answered_and_so_is_the_request(
+    start_listener: ListenerFactory,
+) -> None:
+    """A C-STORE sent while the report is on its way is stored; the report still arrives."""
+    listener = start_listener(quiet_period=600)
+    first, *later = make_study(4, series=1)
+    association = modality_association(listener.port, takes_reports=True)
+    assert association.send_c_store(first).Status == 0x0000
+
+    association.send_n_action(
+        commitment_request([first], []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+    )
+    statuses = [int(association.send_c_store(d).get("Status", -1)) for d in later]
+    wait_for(lambda: association.reports, timeout=10, what="the N-EVENT-REPORT")
+    association.release()
+
+    assert statuses == [0x0000] * len(later)
+    [(event_type, report)] = association.reports
+    assert event_type == 1 and report_uids(report)[0] == {str(first.SOPInstanceUID)}
+
+
 class CommitmentReceiver:
     """The modality's own SCP, receiving the commitment result on a new association."""
 
