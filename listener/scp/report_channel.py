@@ -18,6 +18,9 @@ of doing that on an association the requestor is using:
   A request arriving while a report waits ends the wait the same way, before the request is
   queued, so the association serves it; the report goes on a new association.
 - **One at a time** per association.
+
+Its handlers are bound only to associations that asked for a commitment, so plain storage
+associations pay nothing for them (each triggered event costs pynetdicom ~20 µs).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -65,14 +67,6 @@ class ReportChannel:
             weakref.WeakKeyDictionary()
         )
 
-    def bindings(self) -> list[Any]:
-        """``evt_handlers`` entries for the AE's server."""
-        return [
-            (evt.EVT_PDU_SENT, self._on_pdu_sent),
-            (evt.EVT_PDU_RECV, self._on_pdu_received),
-            (evt.EVT_DIMSE_RECV, self._on_dimse_received),
-        ]
-
     def expect_response(self, association: Association) -> threading.Event:
         """Call from the N-ACTION handler: the returned event is set once its response is sent.
 
@@ -81,7 +75,12 @@ class ReportChannel:
         """
         response_sent = threading.Event()
         with self._lock:
-            channel = self._channels.setdefault(association, _Channel())
+            channel = self._channels.get(association)
+            if channel is None:
+                channel = self._channels[association] = _Channel()
+                association.bind(evt.EVT_PDU_SENT, self._on_pdu_sent)
+                association.bind(evt.EVT_PDU_RECV, self._on_pdu_received)
+                association.bind(evt.EVT_DIMSE_RECV, self._on_dimse_received)
             channel.awaiting_response.append(response_sent)
         return response_sent
 
@@ -94,7 +93,7 @@ class ReportChannel:
     ) -> bool:
         """Send the report once the N-ACTION response is out; True when the requestor took it."""
         with self._lock:
-            channel = self._channels.setdefault(association, _Channel())
+            channel = self._channels[association]
         if not response_sent.wait(_RESPONSE_SENT_TIMEOUT):
             with self._lock:  # the response never left (the association ended)
                 if response_sent in channel.awaiting_response:
@@ -112,7 +111,7 @@ class ReportChannel:
 
     def _on_pdu_sent(self, event: evt.Event) -> None:
         """Release reports waiting for this association's N-ACTION response to be sent."""
-        if not self._channels or not isinstance(event.pdu, P_DATA_TF):
+        if not isinstance(event.pdu, P_DATA_TF):
             return
         with self._lock:
             channel = self._channels.get(event.assoc)
@@ -124,7 +123,7 @@ class ReportChannel:
 
     def _on_pdu_received(self, event: evt.Event) -> None:
         """A release request withdraws a report waiting for its reply, and any later one."""
-        if not self._channels or not isinstance(event.pdu, A_RELEASE_RQ):
+        if not isinstance(event.pdu, A_RELEASE_RQ):
             return
         with self._lock:
             channel = self._channels.get(event.assoc)
@@ -134,8 +133,6 @@ class ReportChannel:
 
     def _on_dimse_received(self, event: evt.Event) -> None:
         """A request from the requestor withdraws a report waiting for its reply."""
-        if not self._channels:
-            return
         command = int(event.message.command_set.get("CommandField", 0x8000) or 0x8000)
         if command & 0x8000:  # a reply, e.g. the report's
             return

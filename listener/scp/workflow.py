@@ -80,7 +80,6 @@ class WorkflowHandlers:
             (evt.EVT_N_CREATE, self._on_n_create),
             (evt.EVT_N_SET, self._on_n_set),
             (evt.EVT_N_ACTION, self._on_n_action),
-            *self._same_association.bindings(),
         ]
 
     def _on_n_create(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
