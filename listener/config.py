@@ -125,6 +125,10 @@ class DicomSettings:
     listen_backlog: int = _setting(
         256, "Connections the kernel queues for accepting (bursts of connects).", checks.positive
     )
+    accept_unknown_sop_classes: bool = _setting(
+        True,
+        "Accept storage SOP classes pydicom does not know (private, newer); false refuses them.",
+    )
     remote_aes: dict[str, str] = _setting(
         {},
         'Peers we connect to (commitment reports): AE title = "host:port"; TLS if tls is on.',

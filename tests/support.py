@@ -173,6 +173,33 @@ def storescu_as_sent(port: int, files: Iterable[Path]) -> StoreRun:
     )
 
 
+# -- GDCM ------------------------------------------------------------------------------------
+
+# gdcmscu 3.0 (Debian's libgdcm-tools) aborts with this exception while it handles the release
+# response, after every store has completed, whatever the peer (DCMTK's storescp too).
+_GDCMSCU_RELEASE_CRASH = "ProtocolStream as nullptr is invalid"
+
+
+def gdcmscu(port: int, files: Iterable[Path], *, ae_title: str = "GDCMSCU") -> StoreRun:
+    """Send ``files`` with GDCM's gdcmscu in one association, each in its own transfer syntax."""
+    tool = shutil.which("gdcmscu")
+    if tool is None:
+        raise AssertionError("GDCM's gdcmscu is not installed (apt-get install -y libgdcm-tools)")
+    paths = list(files)
+    # Only its debug output (-D) names each file stored successfully.
+    command = [tool, "-D", "--store", "--call", "DICOM-LISTENER", "--aetitle", ae_title]
+    command += ["127.0.0.1", str(port), *map(str, paths)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    succeeded = [
+        path for path in paths if f"C-Store of file {path} was successful." in output.splitlines()
+    ]
+    returncode = result.returncode
+    if returncode in (-signal.SIGABRT, 128 + signal.SIGABRT) and _GDCMSCU_RELEASE_CRASH in output:
+        returncode = 0  # its own crash after the release, see above
+    return StoreRun(returncode, succeeded, output)
+
+
 # -- RabbitMQ --------------------------------------------------------------------------------
 
 

@@ -14,6 +14,10 @@ _NOT_STORAGE = {
     "1.2.840.10008.1.20.1",  # Storage Commitment Push Model
     "1.2.840.10008.1.20.2",  # Storage Commitment Pull Model (retired)
 }
+# Where PS3.4 puts the storage SOP classes; an unknown DICOM UID elsewhere may be another service.
+_DICOM_ROOT = "1.2.840.10008."
+_STORAGE_ARC = "1.2.840.10008.5.1.4.1.1."
+_UID_CHARACTERS = frozenset("0123456789.")
 # Transfer syntaxes that are file encodings, not network encodings.
 _NOT_NETWORK = {"1.2.840.10008.1.2.6.1", "1.2.840.10008.1.2.6.2"}  # RFC 2557 MIME, XML
 
@@ -61,3 +65,22 @@ def transfer_syntaxes() -> list[str]:
         if kind == "Transfer Syntax" and uid not in _NOT_NETWORK and uid not in uncompressed
     )
     return uncompressed + others
+
+
+def known_uids() -> frozenset[str]:
+    """Every UID pydicom or pynetdicom has a name for: SOP classes, services, syntaxes..."""
+    from_pynetdicom = {
+        uid for group in sop_class._SERVICE_TO_UID_GROUP.values() for uid in group.values()
+    }
+    return frozenset(UID_dictionary) | from_pynetdicom
+
+
+def is_unknown_storage_class(uid: str, known: frozenset[str]) -> bool:
+    """Whether a proposed abstract syntax that nobody here knows is taken for a storage SOP class.
+
+    A private UID (outside the DICOM root, e.g. a vendor's) or an unknown UID under the storage
+    SOP class arc is; an unknown DICOM UID elsewhere may be a service we do not offer, so is not.
+    """
+    if uid in known or not uid or len(uid) > 64 or not set(uid) <= _UID_CHARACTERS:
+        return False
+    return not uid.startswith(_DICOM_ROOT) or uid.startswith(_STORAGE_ARC)

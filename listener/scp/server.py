@@ -39,13 +39,9 @@ from listener.scp.contexts import (
 )
 from listener.scp.guard import GuardedServer, server_tls_context
 from listener.scp.incoming import ReceiveLimits, Refusal
-from listener.scp.workflow import (
-    MPPS,
-    STORAGE_COMMITMENT,
-    UNCOMPRESSED,
-    WorkflowHandlers,
-    WorkflowSink,
-)
+from listener.scp.negotiation import StorageNegotiation
+from listener.scp.report_channel import STORAGE_COMMITMENT
+from listener.scp.workflow import MPPS, UNCOMPRESSED, WorkflowHandlers, WorkflowSink
 
 log = get_logger("listener.scp")
 _MB = 1024 * 1024
@@ -125,7 +121,11 @@ class DicomServer:
         _config.LOG_HANDLER_LEVEL = "none"
         wakeup.install()  # the DUL answers as soon as there is work, not at its next 1 ms poll
         settings = self._settings
-        ae = _build_ae(settings, storage_sop_classes(), transfer_syntaxes())
+        syntaxes = transfer_syntaxes()
+        negotiation = StorageNegotiation(
+            storage_sop_classes(), syntaxes, accept_unknown=settings.accept_unknown_sop_classes
+        )
+        ae = _build_ae(settings, negotiation.served, syntaxes)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_C_STORE, self._on_c_store),
@@ -135,6 +135,7 @@ class DicomServer:
             (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
             (evt.EVT_REJECTED, self._on_rejected),
             *self._workflow.bindings(),
+            *negotiation.bindings(),
         ]
         tls = server_tls_context(settings.tls)
         server = ae.make_server(

@@ -1,15 +1,13 @@
 """DIMSE-N for workflow: the MPPS SCP (N-CREATE, N-SET) and the Storage Commitment SCP (N-ACTION).
 
 The decisions are the service's (:class:`WorkflowSink`); this module speaks DICOM. A commitment
-result (N-EVENT-REPORT) goes back on the requesting association when it is still open and the
-requestor accepted it there (SCP role negotiated), else on a new association to the requestor,
-whose address comes from ``dicom.remote_aes``; that association uses TLS when ``dicom.tls`` is on.
-
-On the requesting association the report must follow the N-ACTION response. pynetdicom marks the
-association "paused" while a handler runs (so a handler may call ``send_*`` itself), so a report
-sent from another thread could overtake the response that pynetdicom sends after the handler
-returns; the requestor would then read the report's command set merged with the response's. The
-report therefore waits until the association has sent a PDU after the handler (the response).
+result (N-EVENT-REPORT) goes back on the requesting association whenever it is still open, with
+default roles or any the requestor negotiated (PS3.4 J.3.3.1.2: we are its association's SCP);
+only when that association is gone, or the requestor does not answer the report there with
+success, does it go on a new association to the requestor, whose address comes from
+``dicom.remote_aes``; that association uses TLS when ``dicom.tls`` is on. How a report goes on
+the requesting association safely (after the N-ACTION response, never holding up a release) is
+:mod:`listener.scp.report_channel`'s business.
 """
 
 from __future__ import annotations
@@ -23,25 +21,24 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_ACTION, N_CREATE, N_SET
-from pynetdicom.pdu import P_DATA_TF
 
 from listener.config import DicomSettings
 from listener.logging import get_logger
 from listener.scp.guard import client_tls_context
+from listener.scp.report_channel import (
+    STORAGE_COMMITMENT,
+    ReportChannel,
+    send_report,
+)
 from listener.workflow import Status
 
 log = get_logger("listener.scp.workflow")
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
-STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 _NO_SUCH_OBJECT_INSTANCE = 0x0112
 _INVALID_ARGUMENT, _NO_SUCH_ACTION = 0x0115, 0x0123
 _REPORT_ATTEMPTS = 3
-_SAME_ASSOCIATION_TIMEOUT = 5.0
-# How long a report waits for the N-ACTION response to leave before trying anyway.
-_RESPONSE_SENT_TIMEOUT = 10.0
 
 Pair = tuple[str, str]
 
@@ -75,9 +72,7 @@ class WorkflowHandlers:
     def __init__(self, settings: DicomSettings, sink: WorkflowSink) -> None:
         self._settings = settings
         self._sink = sink
-        self._lock = threading.Lock()
-        # Per association, reports waiting for the N-ACTION response to be sent.
-        self._awaiting_response: dict[int, list[threading.Event]] = {}
+        self._same_association = ReportChannel()
 
     def bindings(self) -> list[Any]:
         """``evt_handlers`` entries for the AE's server."""
@@ -85,17 +80,7 @@ class WorkflowHandlers:
             (evt.EVT_N_CREATE, self._on_n_create),
             (evt.EVT_N_SET, self._on_n_set),
             (evt.EVT_N_ACTION, self._on_n_action),
-            (evt.EVT_PDU_SENT, self._on_pdu_sent),
         ]
-
-    def _on_pdu_sent(self, event: evt.Event) -> None:
-        """Release reports waiting for this association's N-ACTION response to be sent."""
-        if not self._awaiting_response or not isinstance(event.pdu, P_DATA_TF):
-            return
-        with self._lock:
-            waiting = self._awaiting_response.pop(id(event.assoc), [])
-        for response_sent in waiting:
-            response_sent.set()
 
     def _on_n_create(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
         request = event.request
@@ -140,29 +125,10 @@ class WorkflowHandlers:
                 _INVALID_ARGUMENT, "TransactionUID and ReferencedSOPSequence needed"
             ), None
         association = event.assoc
-        calling_ae = association.requestor.ae_title
-        # The requestor takes the report on this association only if it proposed the SCP role.
-        same_association = any(
-            context.abstract_syntax == STORAGE_COMMITMENT and context.as_scu
-            for context in association.accepted_contexts
-        )
-        response_sent = threading.Event()
-        if same_association:
-            # The handler runs on the association's thread: nothing else sends until the
-            # response, so the next P-DATA PDU this association sends is the response.
-            with self._lock:
-                self._awaiting_response.setdefault(id(association), []).append(response_sent)
-        else:
-            response_sent.set()
+        response_sent = self._same_association.expect_response(association)
         threading.Thread(
             target=self._report,
-            args=(
-                association if same_association else None,
-                calling_ae,
-                transaction,
-                references,
-                response_sent,
-            ),
+            args=(association, transaction, references, response_sent),
             name="commitment-report",
             daemon=True,
         ).start()
@@ -170,13 +136,13 @@ class WorkflowHandlers:
 
     def _report(
         self,
-        association: Association | None,
-        calling_ae: str,
+        association: Association,
         transaction: str,
         references: list[Pair],
         response_sent: threading.Event,
     ) -> None:
         """Work out the commitment result and deliver it once the N-ACTION response is out."""
+        calling_ae = association.requestor.ae_title
         committed, failed = self._sink.commitment(references)
         report = _event_information(transaction, committed, failed)
         event_type = 2 if failed else 1
@@ -187,11 +153,8 @@ class WorkflowHandlers:
             committed=len(committed),
             failed=len(failed),
         )
-        if association is not None:
-            if not response_sent.wait(_RESPONSE_SENT_TIMEOUT):
-                self._forget_waiter(association, response_sent)
-            elif _send_on_request_association(association, report, event_type):
-                return
+        if self._same_association.send(association, report, event_type, response_sent):
+            return
         for attempt in range(_REPORT_ATTEMPTS):
             if self._send_on_new_association(calling_ae, report, event_type):
                 return
@@ -201,15 +164,6 @@ class WorkflowHandlers:
             calling_ae=calling_ae,
             transaction_uid=transaction,
         )
-
-    def _forget_waiter(self, association: Association, response_sent: threading.Event) -> None:
-        """The response never left (the association ended): stop waiting for it."""
-        with self._lock:
-            waiting = self._awaiting_response.get(id(association), [])
-            if response_sent in waiting:
-                waiting.remove(response_sent)
-            if not waiting:
-                self._awaiting_response.pop(id(association), None)
 
     def _send_on_new_association(self, calling_ae: str, report: Dataset, event_type: int) -> bool:
         address = self._settings.remote_aes.get(calling_ae.strip())
@@ -242,36 +196,10 @@ class WorkflowHandlers:
             )
             return False
         try:
-            return _send(association, report, event_type)
+            return send_report(association, report, event_type)
         finally:
             if association.is_established:
                 association.release()
-
-
-def _send_on_request_association(
-    association: Association, report: Dataset, event_type: int
-) -> bool:
-    """Try the requesting association, briefly: the requestor may be releasing it already."""
-    previous = association.dimse_timeout
-    association.dimse_timeout = _SAME_ASSOCIATION_TIMEOUT
-    try:
-        return _send(association, report, event_type)
-    finally:
-        association.dimse_timeout = previous
-
-
-def _send(association: Association, report: Dataset, event_type: int) -> bool:
-    """Send the N-EVENT-REPORT; True when the peer answered success."""
-    if not association.is_established:
-        return False
-    try:
-        status, _reply = association.send_n_event_report(
-            report, event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
-        )
-    except (ValueError, RuntimeError, OSError) as exc:
-        log.info("commitment result cannot go on this association", reason=str(exc))
-        return False
-    return bool(status) and int(status.get("Status", 0xFFFF)) == 0x0000
 
 
 def _event_information(transaction: str, committed: list[Pair], failed: list[Pair]) -> Dataset:

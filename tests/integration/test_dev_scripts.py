@@ -54,3 +54,25 @@ def test_pynetdicom_apps_stay_inside_the_venv() -> None:
     """The storescu of pynetdicom stays in .venv/bin: it never shadows DCMTK's on the PATH."""
     assert (ROOT / ".venv" / "bin" / "storescu").exists()
     assert Path("/usr/bin/storescu").exists()
+
+
+def test_setup_dev_stops_loudly_when_gdcm_cannot_be_installed(tmp_path: Path) -> None:
+    """With no working gdcmscu and an apt-get that installs nothing, setup-dev fails, saying so."""
+    env, _log = _shim_path(tmp_path)
+    bin_dir = tmp_path / "bin"
+    apt_log = tmp_path / "apt.log"
+    for name, script in {
+        "gdcmscu": "exit 127",  # GDCM is missing
+        "apt-get": f'echo "$*" >> "{apt_log}"',  # installs nothing
+    }.items():
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{script}\n")
+        (bin_dir / name).chmod(0o755)
+
+    done = subprocess.run(
+        ["scripts/setup-dev"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+    assert done.returncode != 0
+    assert "GDCM (gdcmscu)" in done.stderr
+    if os.geteuid() == 0:  # only root tries to install it
+        assert "install -y -qq libgdcm-tools" in apt_log.read_text()

@@ -55,10 +55,15 @@ def modality_association(
     port: int,
     *,
     commitment_role: bool = False,
+    takes_reports: bool = False,
     tls: ssl.SSLContext | None = None,
     observers: list[Any] | None = None,
 ) -> ReportingAssociation:
-    """A modality's association to the listener on ``port`` (plus ``observers`` handlers)."""
+    """A modality's association to the listener on ``port`` (plus ``observers`` handlers).
+
+    ``commitment_role`` proposes the SCP role for Storage Commitment; with it or ``takes_reports``
+    the association answers commitment reports (N-EVENT-REPORT) and records them.
+    """
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
     ae.add_requested_context(MPPS)
@@ -69,6 +74,7 @@ def modality_association(
     handlers: list[Any] = list(observers or [])
     if commitment_role:
         roles = [build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)]
+    if commitment_role or takes_reports:
         handlers.append((evt.EVT_N_EVENT_REPORT, received_report(reports)))
     association = ae.associate(
         "127.0.0.1",
@@ -282,6 +288,50 @@ def test_storage_commitment_answers_on_the_same_association(
     assert report_uids(report) == ({str(d.SOPInstanceUID) for d in study}, {unknown: 0x0112})
 
 
+def test_storage_commitment_answers_on_the_same_association_with_default_roles(
+    start_listener: ListenerFactory,
+) -> None:
+    """A requestor proposing no role selection, waiting on its association, gets the report."""
+    listener = start_listener(quiet_period=600)  # and no dicom.remote_aes: nowhere else to go
+    study = make_study(2, series=1)
+    association = modality_association(listener.port, takes_reports=True)
+    for dataset in study:
+        association.send_c_store(dataset)
+
+    status, _ = association.send_n_action(
+        commitment_request(study, []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+    )
+    wait_for(lambda: association.reports, timeout=10, what="the N-EVENT-REPORT")
+    association.release()
+
+    assert status.Status == 0x0000
+    assert association.requestor.role_selection == {}
+    [(event_type, report)] = association.reports
+    assert event_type == 1
+    assert report_uids(report) == ({str(d.SOPInstanceUID) for d in study}, {})
+
+
+def test_a_store_right_after_the_commitment_request_is_answered_and_so_is_the_request(
+    start_listener: ListenerFactory,
+) -> None:
+    """A C-STORE sent while the report is on its way is stored; the report still arrives."""
+    listener = start_listener(quiet_period=600)
+    first, *later = make_study(4, series=1)
+    association = modality_association(listener.port, takes_reports=True)
+    assert association.send_c_store(first).Status == 0x0000
+
+    association.send_n_action(
+        commitment_request([first], []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+    )
+    statuses = [int(association.send_c_store(d).get("Status", -1)) for d in later]
+    wait_for(lambda: association.reports, timeout=10, what="the N-EVENT-REPORT")
+    association.release()
+
+    assert statuses == [0x0000] * len(later)
+    [(event_type, report)] = association.reports
+    assert event_type == 1 and report_uids(report)[0] == {str(first.SOPInstanceUID)}
+
+
 class CommitmentReceiver:
     """The modality's own SCP, receiving the commitment result on a new association."""
 
@@ -314,15 +364,21 @@ class CommitmentReceiver:
 
 def store_then_request_commitment(
     association: ReportingAssociation, study: list[Dataset], receiver: CommitmentReceiver
-) -> None:
-    """Store ``study``, ask for its commitment, release at once, wait for the receiver's report."""
+) -> float:
+    """Store ``study``, ask for its commitment, release at once, wait for the receiver's report.
+
+    Returns how long the release took.
+    """
     for dataset in study:
         association.send_c_store(dataset)
     association.send_n_action(
         commitment_request(study, []), 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
     )
+    started = time.monotonic()
     association.release()
+    released_after = time.monotonic() - started
     wait_for(lambda: receiver.reports, timeout=20, what="the report on a new association")
+    return released_after
 
 
 def test_storage_commitment_answers_on_a_new_association_when_the_first_is_gone(
@@ -336,10 +392,14 @@ def test_storage_commitment_answers_on_a_new_association_when_the_first_is_gone(
             LISTENER_DICOM__REMOTE_AES=json.dumps({"MODALITY": f"127.0.0.1:{receiver.port}"}),
         )
         study = make_study(2, series=1)
-        store_then_request_commitment(modality_association(listener.port), study, receiver)
+        association = modality_association(listener.port)
+        released_after = store_then_request_commitment(association, study, receiver)
     finally:
         receiver.close()
 
+    # The report tried on the released association does not hold the release (5 s reply wait).
+    assert association.is_released
+    assert released_after < 3.0
     [(event_type, report)] = receiver.reports
     assert event_type == 1
     assert report_uids(report) == ({str(d.SOPInstanceUID) for d in study}, {})
