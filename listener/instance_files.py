@@ -26,7 +26,7 @@ class InstanceFiles:
 
     def has_room(self) -> bool:
         """True while more than the configured reserve is free on the data disk."""
-        self._root.mkdir(parents=True, exist_ok=True)
+        _make_directories(self._root)
         return shutil.disk_usage(self._root).free >= self._min_free_bytes
 
     def place(self, spooled: Path, record: InstanceRecord, *, size: int) -> InstanceRecord:
@@ -35,9 +35,7 @@ class InstanceFiles:
         if not self._keep:
             return replace(record, size=size)
         target = self._root / relative
-        if not target.parent.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_directory(target.parent.parent)
+        _make_directories(target.parent)
         with spooled.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(spooled, target)
@@ -56,6 +54,21 @@ class InstanceFiles:
         count = sum(1 for _ in study_dir.rglob("*.dcm"))
         shutil.rmtree(study_dir, ignore_errors=True)
         return count
+
+
+def _make_directories(path: Path) -> None:
+    """Create ``path`` and its missing parents, each new name fsynced into its parent.
+
+    A new directory's entry is durable only once its parent is fsynced: without that, a power
+    cut can take a new study's directory, and every acknowledged file in it, away.
+    """
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        _fsync_directory(directory.parent)
 
 
 def _fsync_directory(path: Path) -> None:
