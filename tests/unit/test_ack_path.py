@@ -109,7 +109,7 @@ def test_success_is_sent_only_after_file_directory_and_journal_are_synced(
     assert file_synced < named < durable < wal_synced < success
     # every directory the instance's path created is itself named durably in its parent
     for parent in (instances, str(study_dir)):
-        assert spy.index(fsync, lambda path, parent=parent: path == parent) < success
+        assert spy.index(fsync, parent.__eq__) < success
 
 
 @pytest.mark.parametrize(
