@@ -43,8 +43,9 @@ from tests.support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-# Cut before the 1st..6th sync after sending starts: every boundary of the first instance's ack
-# path (new directories, file, directory, journal WAL) and into the second; then random moments.
+# Cut before the 1st..6th sync after a new study starts: every sync of its first instance's ack
+# path (the new instances/, study and series directories named in their parents, the file, its
+# directory entry, the journal's WAL) and the first of the next instance; then random moments.
 SYNC_CUTS = (1, 2, 3, 4, 5, 6)
 RANDOM_CUTS = 3
 
@@ -144,25 +145,26 @@ class Sender:
 
 def lost_instances(
     listener: ListenerProcess,
-    study: dict[str, Dataset],
+    sent: dict[str, Dataset],
     acked: list[str],
-    resource: dict[str, Any],
+    published: dict[str, dict[str, Any]],
 ) -> list[str]:
-    """Acknowledged instances missing from ``resource``, or whose file is not intact on disk."""
-    index = published_index(resource)
-    published = {uid for uids in index.values() for uid in uids}
+    """Acknowledged instances missing from their study's newest version, or whose file is hurt."""
     lost = []
     for uid in acked:
-        sent = study[uid]
-        path = listener.data_dir / "instances" / sent.StudyInstanceUID / sent.SeriesInstanceUID
+        dataset = sent[uid]
+        study_uid, series_uid = str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID)
+        resource = published.get(study_uid, {"series": []})
+        in_resource = uid in published_index(resource).get(series_uid, set())
+        path = listener.data_dir / "instances" / study_uid / series_uid / f"{uid}.dcm"
         try:
-            stored = pydicom.dcmread(path / f"{uid}.dcm")
-            intact = stored.SOPInstanceUID == uid and stored.PixelData == sent.PixelData
+            stored = pydicom.dcmread(path)
+            intact = stored.SOPInstanceUID == uid and stored.PixelData == dataset.PixelData
         except (OSError, pydicom.errors.InvalidDicomError, AttributeError):
             intact = False
-        if uid not in published or not intact:
+        if not in_resource or not intact:
             lost.append(
-                f"{uid} ({'published' if uid in published else 'not published'}, "
+                f"{uid} ({'published' if in_resource else 'not published'}, "
                 f"file {'intact' if intact else 'lost'})"
             )
     return lost
@@ -179,12 +181,11 @@ def journal_is_sound(backing: Path, scratch: Path) -> str:
 
 
 class PowerCutRun:
-    """One study sent across many power cuts; the check after each restart."""
+    """A new study sent in each cycle until the power goes; the check after each restart."""
 
     def __init__(self, disk: CrashDisk, amqp: AmqpTopology, tmp_path: Path) -> None:
         self.disk, self.amqp, self.tmp_path = disk, amqp, tmp_path
-        self.datasets = make_study(60)
-        self.study = {str(d.SOPInstanceUID): d for d in self.datasets}
+        self.sent: dict[str, Dataset] = {}
         self.acked: list[str] = []
         self.messages: list[Received] = []
         self.metrics_port = free_port()
@@ -201,20 +202,21 @@ class PowerCutRun:
 
     def check(self, listener: ListenerProcess, what: str) -> None:
         """Every acknowledged instance is published and intact; then the outbox is empty."""
-        study_uid = str(self.datasets[0].StudyInstanceUID)
+
+        def lost() -> list[str]:
+            published = latest_versions(self.messages)
+            return lost_instances(listener, self.sent, self.acked, published)
 
         def complete() -> bool:
             self.messages += self.amqp.drain_until_quiet(quiet=0.1, timeout=1)
-            resource = latest_versions(self.messages).get(study_uid, {"series": []})
-            return not lost_instances(listener, self.study, self.acked, resource)
+            return not lost()
 
         try:
             wait_for(complete, timeout=8, what="every acknowledged instance")
         except AssertionError:
-            resource = latest_versions(self.messages).get(study_uid, {"series": []})
-            lost = lost_instances(listener, self.study, self.acked, resource)
+            missing = lost()
             raise AssertionError(
-                f"after {what}: {len(lost)} acknowledged instances lost: {lost}"
+                f"after {what}: {len(missing)} acknowledged instances lost: {missing}"
             ) from None
         metrics = f"{listener.metrics_url}/metrics"
         wait_for(
@@ -231,15 +233,16 @@ class PowerCutRun:
             self.check(listener, previous)
             assert listener.process is not None
             pid = listener.process.pid
-            remaining = [d for d in self.datasets if str(d.SOPInstanceUID) not in self.acked]
+            study = make_study(20)
+            self.sent.update((str(d.SOPInstanceUID), d) for d in study)
             sender = Sender(listener.port)
             if cut.startswith("sync "):
                 assert self.disk.command(f"arm {cut.split()[1]} {pid}") == "ok"
-                sender.send(remaining, self.acked)
+                sender.send(study, self.acked)
             else:
                 timer = threading.Timer(float(cut.split()[1]), self.disk.command, (f"cut {pid}",))
                 timer.start()
-                sender.send(remaining, self.acked)
+                sender.send(study, self.acked)
                 timer.join()
             self.disk.command(f"cut {pid}")  # if the armed sync never came
             listener.process.wait(timeout=10)
