@@ -212,7 +212,7 @@ class PowerCutRun:
             return not lost()
 
         try:
-            wait_for(complete, timeout=8, what="every acknowledged instance")
+            wait_for(complete, timeout=15, what="every acknowledged instance")
         except AssertionError:
             missing = lost()
             raise AssertionError(
