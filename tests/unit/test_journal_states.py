@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import replace
 from pathlib import Path
 
-from listener.journal import Journal
+import pytest
+
+from listener.journal import Journal, JournalError
 from tests.unit.test_journal import RECORD, message
 
 
@@ -36,3 +40,25 @@ def test_procedure_steps_of_a_study_come_back_in_update_order(tmp_path: Path) ->
 
     assert journal.procedure_steps("1.2") == [first, second]
     assert journal.procedure_step("5.2") == (second, {"x": 2})
+
+
+def test_an_unknown_procedure_step_is_none(tmp_path: Path) -> None:
+    """Asking for an MPPS the journal never saw gives None, not an error."""
+    assert Journal(tmp_path / "j.sqlite3").procedure_step("5.9") is None
+
+
+@pytest.mark.parametrize(("error", "full"), [(errno.ENOSPC, True), (errno.EIO, False)])
+def test_a_failed_wal_fsync_is_a_journal_error_saying_whether_the_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, full: bool
+) -> None:
+    """A WAL fsync failing with ENOSPC is 'full' (0xA700 upstream); any other error is not."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    sequence = journal.add_instance(RECORD, 1.0).sequence
+
+    def failing_fsync(_descriptor: int) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(JournalError, match="journal sync failed") as raised:
+        journal.make_durable(sequence)
+    assert raised.value.full is full
