@@ -31,7 +31,7 @@ class InstanceFiles:
 
     def has_room(self) -> bool:
         """True while more than the configured reserve is free on the data disk."""
-        self._root.mkdir(parents=True, exist_ok=True)
+        _make_directories(self._root)
         return shutil.disk_usage(self._root).free >= self._min_free_bytes
 
     def place(self, spooled: Path, record: InstanceRecord, *, size: int) -> InstanceRecord:
@@ -40,9 +40,7 @@ class InstanceFiles:
         if not self._keep:
             return replace(record, size=size)
         target = self._root / relative
-        if not target.parent.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fsync_directory(target.parent.parent)
+        _make_directories(target.parent)
         with spooled.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(spooled, target)
@@ -88,6 +86,21 @@ def content_digest(path: Path) -> str:
             start = len(head) + int.from_bytes(head[140:144], "little")
         handle.seek(start)
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _make_directories(path: Path) -> None:
+    """Create ``path`` and its missing parents, each new name fsynced into its parent.
+
+    A new directory's entry is durable only once its parent is fsynced: without that, a power
+    cut can take a new study's directory, and every acknowledged file in it, away.
+    """
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        fsync_directory(directory.parent)
 
 
 def fsync_directory(path: Path) -> None:

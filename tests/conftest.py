@@ -61,7 +61,7 @@ def start_listener(tmp_path: Path, amqp: AmqpTopology) -> Iterator[ListenerFacto
         }
         listener = ListenerProcess(data_dir=data_dir or tmp_path / "data", env=settings)
         if port is not None:
-            listener.port = port
+            listener.port, listener.chosen_ports = port, False
         started.append(listener)
         return listener.start(wait=wait)
 

@@ -34,6 +34,7 @@ DICOMDIR_TESTS = PYDICOM_TEST_FILES / "dicomdirtests"
 RABBITMQ_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 T = TypeVar("T")
+_PORT_ATTEMPTS = 3  # starts of a listener whose chosen port was taken by someone else
 
 
 def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
@@ -443,6 +444,9 @@ class ListenerProcess:
     args: list[str] = field(
         default_factory=list
     )  # command-line arguments of ``python -m listener``
+    # The ports came from free_port(): another process may take one between our probe and the
+    # listener's bind, so a start that fails with EADDRINUSE retries on fresh ports.
+    chosen_ports: bool = True
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir.parent / f"listener-{uuid.uuid4().hex[:8]}.log"
@@ -451,8 +455,33 @@ class ListenerProcess:
         """Start the process; by default wait until it logs that the DICOM port is listening.
 
         Readiness is read from the log, not probed with a connection: a probe would itself be an
-        abandoned connection occupying an association slot.
+        abandoned connection occupying an association slot. A port taken meanwhile by someone
+        else (free_port() races) is replaced and the start retried, when the ports were chosen.
         """
+        for attempt in range(_PORT_ATTEMPTS):
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                wait_for(self._ready, timeout=20, what="the listener to accept connections")
+                return self
+            except AssertionError:
+                retry = self.chosen_ports and self._port_taken()
+                if not retry or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+            self.port = free_port()
+            if "LISTENER_METRICS__PORT" in self.env:
+                self.env["LISTENER_METRICS__PORT"] = str(free_port())
+        raise AssertionError("unreachable")
+
+    def _port_taken(self) -> bool:
+        """True when the process exited because a port it was to bind is in use."""
+        return any(
+            "Address already in use" in str(line.get("error", ""))
+            for line in self.events("cannot start")
+        )
+
+    def _spawn(self) -> None:
         environment = {
             **os.environ,
             "LISTENER_DICOM__PORT": str(self.port),
@@ -469,9 +498,6 @@ class ListenerProcess:
             stderr=log_file,
             text=True,
         )
-        if wait:
-            wait_for(self._ready, timeout=20, what="the listener to accept connections")
-        return self
 
     def _ready(self) -> bool:
         assert self.process is not None
