@@ -8,6 +8,7 @@ started with. Journals and directories left by older releases (0644, 0755) are t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -34,7 +35,12 @@ def restrict_permissions(data_dir: Path) -> None:
 
 
 def startup_problem(exc: BaseException, data_dir: Path) -> str:
-    """One line naming why the service could not start, with the data disk's free space."""
+    """One line naming why the service could not start, with the data disk's free space.
+
+    A port that cannot be bound is not about the disk: its line says so instead.
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        return f"cannot start: {exc} (check dicom.port, metrics.port and dicomweb.port)"
     existing = next((p for p in (data_dir, *data_dir.absolute().parents) if p.exists()), None)
     try:
         free = f"{shutil.disk_usage(existing).free // _MB} MB free" if existing else "missing"

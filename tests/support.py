@@ -476,10 +476,7 @@ class ListenerProcess:
 
     def _port_taken(self) -> bool:
         """True when the process exited because a port it was to bind is in use."""
-        return any(
-            "Address already in use" in str(line.get("error", ""))
-            for line in self.events("cannot start")
-        )
+        return "Address already in use" in self.log_path.read_text()
 
     def _spawn(self) -> None:
         environment = {
