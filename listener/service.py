@@ -271,25 +271,11 @@ class ListenerService:
         """Refuse an instance that is too large or truncated; else its scan, for the header."""
         limit = self._settings.dicom.max_instance_mb * _MB  # deflated: the inflated size too
         if size > limit:
-            incoming.path.unlink(missing_ok=True)
-            log.warning(
-                "instance refused",
-                reason="larger than dicom.max_instance_mb",
-                size=size,
-                calling_ae=incoming.calling_ae,
-            )
-            return StoreOutcome.TOO_LARGE
+            return _too_large(incoming, size, "larger than dicom.max_instance_mb")
         try:
             return scan(str(incoming.path), HEADER_TAGS, max_inflated=limit)
         except TooLarge:
-            incoming.path.unlink(missing_ok=True)
-            log.warning(
-                "instance refused",
-                reason="inflates to more than dicom.max_instance_mb",
-                size=size,
-                calling_ae=incoming.calling_ae,
-            )
-            return StoreOutcome.TOO_LARGE
+            return _too_large(incoming, size, "inflates to more than dicom.max_instance_mb")
         except Truncated as exc:
             log.warning(
                 "instance refused", reason=f"truncated: {exc}", calling_ae=incoming.calling_ae
@@ -437,3 +423,10 @@ class ListenerService:
             wait = 0.25 if next_due is None else min(0.25, max(0.005, next_due - self._clock()))
             self._wake_completion.wait(wait)
             self._wake_completion.clear()
+
+
+def _too_large(incoming: IncomingInstance, size: int, reason: str) -> StoreOutcome:
+    """Remove the spooled file of an instance over ``dicom.max_instance_mb`` and say why."""
+    incoming.path.unlink(missing_ok=True)
+    log.warning("instance refused", reason=reason, size=size, calling_ae=incoming.calling_ae)
+    return StoreOutcome.TOO_LARGE
