@@ -26,7 +26,13 @@ from listener.config import (
     mask_url,
 )
 from listener.logging import configure_logging, get_logger
-from listener.publisher import PikaPublisher, Publisher, broker_tls_context
+from listener.publisher import (
+    PikaPublisher,
+    Publisher,
+    PublishError,
+    TopologyMismatch,
+    broker_tls_context,
+)
 from listener.scp import client_tls_context, verify
 from listener.service import ListenerService
 from listener.sinks import DirectorySink, StdoutSink
@@ -136,6 +142,7 @@ def make_publisher(settings: Settings) -> Publisher:
         exchange=amqp.exchange,
         routing_key=amqp.routing_key,
         queue=amqp.queue,
+        queue_type=amqp.queue_type,
         tls=tls,
     )
 
@@ -196,6 +203,10 @@ def _run(loaded: LoadedSettings) -> int:
     )
     log = get_logger("listener")
     publisher = make_publisher(settings)
+    mismatch = _topology_mismatch(publisher)
+    if mismatch:
+        print(f"dicom-listener: configuration error: {mismatch}", file=sys.stderr)
+        return EXIT_CONFIG
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -221,6 +232,24 @@ def _run(loaded: LoadedSettings) -> int:
     stop.wait()
     service.stop()
     return 0
+
+
+def _topology_mismatch(publisher: Publisher) -> str | None:
+    """Why the broker's queue or exchange cannot be used as configured (checked once at start).
+
+    A broker that does not answer is no reason to stop: the outbox keeps what is finished.
+    """
+    if not isinstance(publisher, PikaPublisher):
+        return None
+    try:
+        publisher.connect()
+    except TopologyMismatch as exc:
+        return str(exc)
+    except PublishError:
+        return None
+    finally:
+        publisher.close()  # the publish thread opens its own connection
+    return None
 
 
 def _output_description(settings: Settings) -> str:

@@ -194,6 +194,10 @@ class AmqpSettings:
         "imagingstudy",
         "Durable queue bound to the exchange with the routing key; empty declares none.",
     )
+    queue_type: Literal["classic", "quorum"] = _setting(
+        "classic",
+        "classic, or quorum (replicated; recommended when several nodes share the broker).",
+    )
     reconnect_max_seconds: float = _setting(
         5.0,
         "Longest wait between reconnect attempts (backoff doubles up to it); less once it answers.",

@@ -43,6 +43,16 @@ class PublishError(Exception):
     """The broker did not confirm the message; the caller keeps it and retries later."""
 
 
+class TopologyMismatch(PublishError):
+    """The exchange or queue exists with other properties (e.g. a classic queue, quorum wanted).
+
+    Retrying cannot help: an operator must change the settings or the broker.
+    """
+
+
+PRECONDITION_FAILED = 406  # AMQP reply code for an inequivalent re-declaration
+
+
 class Publisher(Protocol):
     """A destination for finished studies."""
 
@@ -80,6 +90,7 @@ class PikaPublisher:
         exchange: str,
         routing_key: str,
         queue: str,
+        queue_type: str = "classic",
         connect_timeout: float = 5.0,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -91,6 +102,7 @@ class PikaPublisher:
         self._exchange = exchange
         self._routing_key = routing_key
         self._queue = queue
+        self._queue_arguments = {"x-queue-type": queue_type}
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
 
@@ -114,10 +126,17 @@ class PikaPublisher:
             channel = self._connection.channel()
             channel.exchange_declare(self._exchange, exchange_type="topic", durable=True)
             if self._queue:
-                channel.queue_declare(self._queue, durable=True)
+                channel.queue_declare(self._queue, durable=True, arguments=self._queue_arguments)
                 channel.queue_bind(self._queue, self._exchange, routing_key=self._routing_key)
             channel.confirm_delivery()
             self._channel = channel
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self.close()
+            if exc.reply_code == PRECONDITION_FAILED:
+                raise TopologyMismatch(
+                    f"the broker's exchange or queue differs from amqp.*: {exc.reply_text}"
+                ) from exc
+            raise PublishError(f"cannot connect to the broker: {_describe(exc)}") from exc
         except (pika.exceptions.AMQPError, OSError) as exc:
             self.close()
             raise PublishError(f"cannot connect to the broker: {_describe(exc)}") from exc
