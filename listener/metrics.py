@@ -101,12 +101,6 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600),
             registry=registry,
         )
-        self.dicomweb_requests = Counter(
-            f"{PREFIX}dicomweb_requests",
-            "DICOMweb requests by HTTP status.",
-            ["status"],
-            registry=registry,
-        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -103,7 +103,8 @@ class ListenerService:
         self._dicomweb = (
             DicomWebServer(
                 settings.dicomweb,
-                journal=self._journal,
+                logging=settings.logging,
+                journal_path=data_dir / "journal.sqlite3",
                 files_root=data_dir / "instances",
                 base_url=settings.dicomweb.effective_base_url(),
                 metrics=self.metrics,

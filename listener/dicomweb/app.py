@@ -26,7 +26,6 @@ from listener.dicomweb.attributes import LEVELS, Level, dataset
 from listener.header import is_valid_uid
 from listener.journal_api import JournalStore, RecordQuery
 from listener.logging import get_logger
-from listener.metrics import Metrics
 from listener.model import InstanceRecord
 
 log = get_logger("listener.dicomweb")
@@ -56,13 +55,13 @@ class DicomWebApp:
         *,
         base_url: str,
         tokens: frozenset[str],
-        metrics: Metrics,
+        count: Callable[[int], None],
     ) -> None:
         self._journal = journal
         self._files_root = files_root
         self._base_url = base_url
         self._tokens = tokens
-        self._metrics = metrics
+        self._count = count
         self.asgi = Starlette(
             routes=self._routes(),
             middleware=[Middleware(_Guard, owner=self)],
@@ -152,7 +151,7 @@ class DicomWebApp:
 
     def record(self, request: Request, status: int, started: float) -> None:
         """Count and log one request: method, path and status, never the query (it may hold PHI)."""
-        self._metrics.dicomweb_requests.labels(status=str(status)).inc()
+        self._count(status)
         log.info(
             "dicomweb request",
             method=request.method,
