@@ -43,9 +43,7 @@ def _shim_path(tmp_path: Path) -> tuple[dict[str, str], Path]:
 def test_scripts_never_install_into_the_users_python(tmp_path: Path, command: list[str]) -> None:
     """setup-dev (used by scripts/test) and scripts/run install only into .venv, never globally."""
     env, log = _shim_path(tmp_path)
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     calls = log.read_text().splitlines()
     assert not [call for call in calls if "install" in call], calls
@@ -53,6 +51,6 @@ def test_scripts_never_install_into_the_users_python(tmp_path: Path, command: li
 
 
 def test_pynetdicom_apps_stay_inside_the_venv() -> None:
-    """pynetdicom's storescu lives in .venv/bin, so it never shadows DCMTK's on the user's PATH."""
+    """Pynetdicom's storescu lives in .venv/bin, so it never shadows DCMTK's on the user's PATH."""
     assert (ROOT / ".venv" / "bin" / "storescu").exists()
     assert Path("/usr/bin/storescu").exists()
