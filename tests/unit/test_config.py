@@ -136,6 +136,13 @@ def test_example_file_documents_every_key_with_its_default() -> None:
         assert setting_value(loaded.settings, key) == default, key
 
 
+def test_readme_configuration_table_names_every_key() -> None:
+    """Each setting appears in README.md's configuration table, so none goes undocumented."""
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+
+    assert [key for key, _default, _doc in describe() if f"`{key}`" not in readme] == []
+
+
 def test_passwords_are_masked_in_urls() -> None:
     """mask_url hides the password and keeps the rest of the URL."""
     assert mask_url("amqp://user:s3cret@broker:5672/%2F") == "amqp://user:***@broker:5672/%2F"
