@@ -28,7 +28,8 @@ from listener.header import (
     read_record,
 )
 from listener.instance_files import InstanceFiles, content_digest
-from listener.journal import Change, Journal, JournalError, JournalStore
+from listener.journal_api import Change, JournalError, JournalStore
+from listener.journal_factory import open_journal, open_probe
 from listener.keyed_lock import KeyedLock
 from listener.logging import get_logger
 from listener.metrics import Metrics, MetricsServer
@@ -70,7 +71,7 @@ class ListenerService:
             keep=settings.storage.keep_instances,
             min_free_mb=settings.storage.min_free_mb,
         )
-        self._journal = Journal(data_dir / "journal.sqlite3")
+        self._journal = open_journal(settings.storage)
         self._aggregator = Aggregator(
             quiet_period=settings.aggregator.quiet_period_seconds,
             max_age=settings.aggregator.max_study_age_seconds,
@@ -80,7 +81,7 @@ class ListenerService:
         self.metrics.studies_pending.set_function(lambda: len(self._aggregator))
         self.metrics.outbox_depth.set_function(self._journal.outbox_depth)
         self._readiness = ReadinessProbe(
-            data_dir, data_dir / "journal.sqlite3", min_free_mb=settings.storage.min_free_mb
+            data_dir, open_probe(settings.storage), min_free_mb=settings.storage.min_free_mb
         )
         self._relay = OutboxRelay(
             self._journal,
@@ -104,7 +105,7 @@ class ListenerService:
             DicomWebServer(
                 settings.dicomweb,
                 logging=settings.logging,
-                journal_path=data_dir / "journal.sqlite3",
+                storage=settings.storage,
                 files_root=data_dir / "instances",
                 base_url=settings.dicomweb.effective_base_url(),
                 metrics=self.metrics,
