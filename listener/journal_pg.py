@@ -53,18 +53,25 @@ _DISK_FULL = "53100"  # SQLSTATE disk_full
 class PgJournal:
     """PostgreSQL implementation of :class:`JournalStore`; safe to share between threads."""
 
-    def __init__(self, url: str, *, password: str = "", max_connections: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str = "",
+        max_connections: int = 8,
+        timeout: float = POOL_TIMEOUT_SECONDS,
+    ) -> None:
         self._pool = psycopg_pool.ConnectionPool(
             conninfo(url, password),
             min_size=1,
             max_size=max_connections,
-            timeout=POOL_TIMEOUT_SECONDS,
+            timeout=timeout,
             check=psycopg_pool.ConnectionPool.check_connection,
             configure=configure,
             open=False,
         )
         try:
-            self._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+            self._pool.open(wait=True, timeout=timeout)
             with self._pool.connection() as connection:
                 ensure_schema(connection, where=safe_url(url))
         except SchemaTooNew:
