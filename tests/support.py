@@ -204,7 +204,8 @@ def gdcmscu(port: int, files: Iterable[Path], *, ae_title: str = "GDCMSCU") -> S
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
-POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+POSTGRES_HOST = "127.0.0.1"
+POSTGRES_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))  # as scripts/setup-dev
 
 
 def postgres_url(database: str, *, port: int = POSTGRES_PORT) -> str:
