@@ -9,6 +9,7 @@ journal: :meth:`ListenerService.start` rebuilds it from the journal after any st
 from __future__ import annotations
 
 import errno
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -79,7 +80,7 @@ class ListenerService:
         self._finisher = StudyFinisher(self._journal, options=fhir_options(settings))
         self.metrics = Metrics()
         self.metrics.studies_pending.set_function(lambda: len(self._aggregator))
-        self.metrics.outbox_depth.set_function(self._journal.outbox_depth)
+        self.metrics.outbox_depth.set_function(self._outbox_depth)
         self._readiness = ReadinessProbe(
             data_dir, open_probe(settings.storage), min_free_mb=settings.storage.min_free_mb
         )
@@ -190,6 +191,13 @@ class ListenerService:
         """Look for due studies now (an MPPS changed what is due), and publish what is queued."""
         self._wake_completion.set()
         self._relay.notify()
+
+    def _outbox_depth(self) -> float:
+        """The outbox depth for /metrics; NaN while the journal cannot be read (database down)."""
+        try:
+            return float(self._journal.outbox_depth())
+        except JournalError:
+            return math.nan
 
     def readiness(self) -> list[str]:
         """Why a C-STORE now would be refused (empty when ready); the broker is not a reason."""

@@ -75,6 +75,7 @@ def test_with_the_database_unreachable_stores_fail_and_readyz_is_503(
         # DCMTK names 0xA700 "Out of Resources" and prints 0x0110 as an unknown status.
         assert "Status: 0x110)" in run.output or "Out of Resources" in run.output, run.output
         assert status == 503 and "journal database not writable" in body
+        assert http_get(f"{listener.metrics_url}/metrics")[0] == 200  # outbox depth unknown
         with psycopg.connect(postgres) as db:
             assert db.execute("SELECT count(*) FROM instances").fetchone() == (0,)
 
