@@ -40,8 +40,12 @@ from listener.journal_pg_sql import (
     UPSERT_FINISHED,
     has_instances,
     insert_outbox,
+    instance_values,
+    lock_study,
     mark_pending,
     note_stale_file,
+    outbox_message,
+    query_values,
     settle_empty,
 )
 from listener.model import InstanceRecord
@@ -115,11 +119,12 @@ class PgJournal:
             db.execute(
                 "DELETE FROM instances WHERE sop_instance_uid = %s", (record.sop_instance_uid,)
             )
-            db.execute(INSERT_INSTANCE, _instance_values(record, document, encoded, received_at))
+            db.execute(INSERT_INSTANCE, instance_values(record, document, encoded, received_at))
             reopened = [record.study_uid] if mark_pending(db, record.study_uid, received_at) else []
             emptied: tuple[str, ...] = ()
             if row is not None and row[0] != record.study_uid:
                 left_behind = row[0]
+                lock_study(db, left_behind)
                 if has_instances(db, left_behind):
                     if mark_pending(db, left_behind, received_at):
                         reopened.append(left_behind)
@@ -147,6 +152,7 @@ class PgJournal:
     def settle_if_empty(self, study_uid: str) -> bool:
         """Settle a pending study that has no instance records; True if it had none."""
         with self._transaction() as db:
+            lock_study(db, study_uid)
             if has_instances(db, study_uid):
                 return False
             settle_empty(db, study_uid)
@@ -277,17 +283,7 @@ class PgJournal:
                 "SELECT id, study_uid, version, message_id, headers, body, created_at FROM outbox"
                 " ORDER BY id LIMIT 1"
             ).fetchone()
-        if row is None:
-            return None
-        return OutboxMessage(
-            id=row[0],
-            study_uid=row[1],
-            version=row[2],
-            message_id=row[3],
-            headers=json.loads(row[4]),
-            body=bytes(row[5]),
-            created_at=row[6],
-        )
+        return outbox_message(row) if row else None
 
     def outbox_depth(self) -> int:
         """How many messages wait for the broker."""
@@ -318,7 +314,7 @@ class PgJournal:
     def find_records(self, query: RecordQuery) -> list[InstanceRecord]:
         """Records matching the exact keys of ``query`` (for DICOMweb; no key matches all)."""
         conditions, values = [], []
-        for column, value in zip(FIND_COLUMNS, _query_values(query), strict=True):
+        for column, value in zip(FIND_COLUMNS, query_values(query), strict=True):
             if value is not None:
                 conditions.append(f"{column} = %s")
                 values.append(value)
@@ -332,31 +328,3 @@ class PgJournal:
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
-
-
-def _query_values(query: RecordQuery) -> tuple[str | None, ...]:
-    return (
-        query.study_uid,
-        query.series_uid,
-        query.sop_instance_uid,
-        query.patient_id,
-        query.accession_number,
-    )
-
-
-def _instance_values(
-    record: InstanceRecord, document: dict[str, Any], encoded: str, received_at: float
-) -> tuple[Any, ...]:
-    def text(key: str) -> str | None:
-        value = document.get(key)
-        return None if value is None else str(value)
-
-    return (
-        record.sop_instance_uid,
-        record.study_uid,
-        record.series_uid,
-        text("patient_id"),
-        text("accession_number"),
-        encoded,
-        received_at,
-    )

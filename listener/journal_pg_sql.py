@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from listener.journal_api import OutboxMessage
+from listener.journal_api import OutboxMessage, RecordQuery
 from listener.model import InstanceRecord
 
 # The columns of a StudyRow, in its field order.
@@ -84,6 +84,11 @@ def note_stale_file(db: Any, held: str | None, record: InstanceRecord, now: floa
     return old
 
 
+def lock_study(db: Any, study_uid: str) -> None:
+    """Hold a study's row until commit (where SQLite relied on its single writer)."""
+    db.execute("SELECT 1 FROM studies WHERE study_uid = %s FOR UPDATE", (study_uid,))
+
+
 def has_instances(db: Any, study_uid: str) -> bool:
     """True if the journal holds an instance record of ``study_uid``."""
     found = db.execute("SELECT 1 FROM instances WHERE study_uid = %s LIMIT 1", (study_uid,))
@@ -117,4 +122,48 @@ def insert_outbox(db: Any, message: OutboxMessage) -> None:
             message.body,
             message.created_at,
         ),
+    )
+
+
+def query_values(query: RecordQuery) -> tuple[str | None, ...]:
+    """The keys of ``query`` in the order of FIND_COLUMNS."""
+    return (
+        query.study_uid,
+        query.series_uid,
+        query.sop_instance_uid,
+        query.patient_id,
+        query.accession_number,
+    )
+
+
+def instance_values(
+    record: InstanceRecord, document: dict[str, Any], encoded: str, received_at: float
+) -> tuple[Any, ...]:
+    """The parameters of INSERT_INSTANCE: the record and the keys searched on their own."""
+
+    def text(key: str) -> str | None:
+        value = document.get(key)
+        return None if value is None else str(value)
+
+    return (
+        record.sop_instance_uid,
+        record.study_uid,
+        record.series_uid,
+        text("patient_id"),
+        text("accession_number"),
+        encoded,
+        received_at,
+    )
+
+
+def outbox_message(row: Any) -> OutboxMessage:
+    """An outbox row (id, study_uid, version, message_id, headers, body, created_at)."""
+    return OutboxMessage(
+        id=row[0],
+        study_uid=row[1],
+        version=row[2],
+        message_id=row[3],
+        headers=json.loads(row[4]),
+        body=bytes(row[5]),
+        created_at=row[6],
     )

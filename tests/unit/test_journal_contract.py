@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
-from listener.journal_api import RecordQuery
+from listener.journal_api import Change, RecordQuery
 from tests.conftest import JournalOpener
 from tests.unit.test_journal import RECORD, message
 
@@ -111,3 +112,30 @@ def test_make_durable_accepts_any_sequence_an_add_returned(open_journal: Journal
     for result in (journal.add_instance(RECORD, 1.0), journal.add_instance(RECORD, 2.0)):
         journal.make_durable(result.sequence)
     assert journal.study_records("1.2") == [RECORD]
+
+
+def test_concurrent_writers_of_one_instance_record_it_once(open_journal: JournalOpener) -> None:
+    """The same instance sent on several associations at once: one NEW, the rest duplicates."""
+    journal = open_journal()
+    barrier = threading.Barrier(6)
+    changes: list[Change] = []
+    errors: list[BaseException] = []
+
+    def send(index: int) -> None:
+        record = replace(RECORD, sop_instance_uid=f"1.2.1.{index % 3}")
+        barrier.wait()
+        try:
+            changes.append(journal.add_instance(record, 1.0).change)
+        except BaseException as exc:  # noqa: BLE001 -- collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert sorted(change.value for change in changes) == ["duplicate"] * 3 + ["new"] * 3
+    assert len(journal.study_records("1.2")) == 3
+    assert [row.study_uid for row in journal.pending_studies()] == ["1.2"]
