@@ -1,6 +1,7 @@
 """Operator commands that work on the journal: listing studies and republishing them.
 
-They open the journal directly (SQLite allows a second process beside a running listener); a
+They open the journal directly (SQLite allows a second process beside a running listener, and
+PostgreSQL any number of clients); a
 republished version goes to the outbox, which the running listener's publisher drains, or the
 next start does.
 """
@@ -14,17 +15,17 @@ from collections.abc import Callable, Iterable
 from listener.aggregator import Aggregator
 from listener.config import Settings
 from listener.finisher import StudyFinisher, fhir_options
-from listener.journal import Journal, StudySummary
+from listener.journal_api import JournalStore, StudySummary
+from listener.journal_factory import journal_path
+from listener.journal_factory import open_journal as _open
 
-JOURNAL_NAME = "journal.sqlite3"
 
-
-def open_journal(settings: Settings) -> Journal:
-    """The listener's journal; an error if the data directory holds none."""
-    path = settings.storage.data_dir / JOURNAL_NAME
-    if not path.exists():
+def open_journal(settings: Settings) -> JournalStore:
+    """The listener's journal (PostgreSQL's when configured); an error if data_dir holds none."""
+    path = journal_path(settings.storage)
+    if not settings.storage.database_url and not path.exists():
         raise FileNotFoundError(f"no journal at {path}: check storage.data_dir")
-    return Journal(path)
+    return _open(settings.storage)
 
 
 def _when(timestamp: float | None) -> str:
@@ -65,7 +66,7 @@ def studies_table(rows: Iterable[StudySummary]) -> list[str]:
 
 
 def republish(
-    journal: Journal,
+    journal: JournalStore,
     settings: Settings,
     study_uids: list[str],
     *,

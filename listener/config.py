@@ -278,6 +278,16 @@ class StorageSettings:
         "new-version",
         "A known SOP Instance UID re-sent with other content: new-version, keep-first or reject.",
     )
+    database_url: str = _setting(
+        "",
+        "Empty = SQLite journal in data_dir; postgresql://user@host:port/db = PostgreSQL journal.",
+        checks.database_url,
+    )
+    database_password_file: str = _setting(
+        "",
+        "File holding the database password; replaces the password in database_url.",
+        checks.file,
+    )
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,21 @@ def amqp_url(value: str) -> str | None:
     return None
 
 
+def database_url(value: str) -> str | None:
+    """Empty, or a postgresql:// (or postgres://) URL with a valid port, if it names one."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return f"must be empty or a postgresql:// URL, got scheme {parts.scheme!r}"
+    try:
+        parts.port  # noqa: B018 -- urllib checks the port (a number, 0 to 65535) when read
+    except ValueError:
+        port = parts.netloc.rpartition(":")[2]
+        return f"has an invalid port {port!r}: must be a number between 1 and 65535"
+    return None
+
+
 def file(value: str) -> str | None:
     """Empty, or a readable file."""
     if not value or Path(value).is_file():

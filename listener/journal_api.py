@@ -1,7 +1,8 @@
 """What the service needs from durable storage: the JournalStore protocol and its values.
 
-The SQLite implementation is :class:`listener.journal.Journal`; the service and the operator
-commands depend on this protocol, so they can be exercised against another store.
+Two implementations: SQLite (:class:`listener.journal.Journal`) and PostgreSQL
+(:class:`listener.journal_pg.PgJournal`); :func:`listener.journal_factory.open_journal` picks one
+from ``storage.database_url``. The service and the operator commands depend on this protocol only.
 """
 
 from __future__ import annotations

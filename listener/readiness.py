@@ -2,8 +2,8 @@
 
 Two things refuse one: free disk below ``storage.min_free_mb`` (the store is answered 0xA700) and
 a journal that cannot be written (the record cannot be committed). Both are checked for real on
-each ``/readyz``: the disk with ``statvfs``, the journal by writing to it
-(:class:`~listener.journal_health.JournalProbe`). The broker is not part of readiness: finished
+each ``/readyz``: the disk with ``statvfs``, the journal by writing to it (SQLite's or PostgreSQL's
+:class:`~listener.journal_factory.JournalHealth`). The broker is not part of readiness: finished
 studies wait in the outbox, and an unready pod would stop the DICOM traffic that the outbox exists
 to keep taking. Its state is the ``dicom_listener_broker_connected`` gauge.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from listener.journal_health import JournalProbe
+from listener.journal_factory import JournalHealth
 
 _MB = 1024 * 1024
 
@@ -21,10 +21,10 @@ _MB = 1024 * 1024
 class ReadinessProbe:
     """Checks the disk reserve and the journal; :meth:`problems` is empty when ready."""
 
-    def __init__(self, data_dir: Path, journal_path: Path, *, min_free_mb: int) -> None:
+    def __init__(self, data_dir: Path, journal: JournalHealth, *, min_free_mb: int) -> None:
         self._data_dir = data_dir
         self._min_free_mb = min_free_mb
-        self._journal = JournalProbe(journal_path)
+        self._journal = journal
 
     def problems(self) -> list[str]:
         """Why a C-STORE would be refused now (empty when it would be acknowledged)."""

@@ -9,6 +9,7 @@ journal: :meth:`ListenerService.start` rebuilds it from the journal after any st
 from __future__ import annotations
 
 import errno
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,8 @@ from listener.header import (
     read_record,
 )
 from listener.instance_files import InstanceFiles, content_digest
-from listener.journal import Change, Journal, JournalError, JournalStore
+from listener.journal_api import Change, JournalError, JournalStore
+from listener.journal_factory import open_journal, open_probe
 from listener.keyed_lock import KeyedLock
 from listener.logging import get_logger
 from listener.metrics import Metrics, MetricsServer
@@ -70,7 +72,7 @@ class ListenerService:
             keep=settings.storage.keep_instances,
             min_free_mb=settings.storage.min_free_mb,
         )
-        self._journal = Journal(data_dir / "journal.sqlite3")
+        self._journal = open_journal(settings.storage)
         self._aggregator = Aggregator(
             quiet_period=settings.aggregator.quiet_period_seconds,
             max_age=settings.aggregator.max_study_age_seconds,
@@ -78,9 +80,9 @@ class ListenerService:
         self._finisher = StudyFinisher(self._journal, options=fhir_options(settings))
         self.metrics = Metrics()
         self.metrics.studies_pending.set_function(lambda: len(self._aggregator))
-        self.metrics.outbox_depth.set_function(self._journal.outbox_depth)
+        self.metrics.outbox_depth.set_function(self._outbox_depth)
         self._readiness = ReadinessProbe(
-            data_dir, data_dir / "journal.sqlite3", min_free_mb=settings.storage.min_free_mb
+            data_dir, open_probe(settings.storage), min_free_mb=settings.storage.min_free_mb
         )
         self._relay = OutboxRelay(
             self._journal,
@@ -104,7 +106,7 @@ class ListenerService:
             DicomWebServer(
                 settings.dicomweb,
                 logging=settings.logging,
-                journal_path=data_dir / "journal.sqlite3",
+                storage=settings.storage,
                 files_root=data_dir / "instances",
                 base_url=settings.dicomweb.effective_base_url(),
                 metrics=self.metrics,
@@ -189,6 +191,13 @@ class ListenerService:
         """Look for due studies now (an MPPS changed what is due), and publish what is queued."""
         self._wake_completion.set()
         self._relay.notify()
+
+    def _outbox_depth(self) -> float:
+        """The outbox depth for /metrics; NaN while the journal cannot be read (database down)."""
+        try:
+            return float(self._journal.outbox_depth())
+        except JournalError:
+            return math.nan
 
     def readiness(self) -> list[str]:
         """Why a C-STORE now would be refused (empty when ready); the broker is not a reason."""

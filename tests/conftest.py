@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -12,8 +13,18 @@ from typing import Any
 import pytest
 import structlog
 
+from listener.journal import Journal
+from listener.journal_api import JournalStore
+from listener.journal_pg import PgJournal
 from listener.logging import configure_logging
-from tests.support import AmqpTopology, ListenerProcess, free_port, require_broker
+from tests.support import (
+    AmqpTopology,
+    ListenerProcess,
+    free_port,
+    postgres_database,
+    postgres_url,
+    require_broker,
+)
 
 
 @pytest.fixture
@@ -23,6 +34,44 @@ def amqp() -> Iterator[AmqpTopology]:
     topology = AmqpTopology()
     yield topology
     topology.delete()
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """The URL of a fresh database on the real PostgreSQL, dropped after the test."""
+    with postgres_database() as name:
+        yield postgres_url(name)
+
+
+JournalOpener = Callable[[], JournalStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JournalOpener]:
+    """Opens this test's journal (again): SQLite in tmp_path, or PostgreSQL in a fresh database.
+
+    The journal contract tests take this fixture, so each behaviour is checked on both stores.
+    """
+    opened: list[JournalStore] = []
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            path = tmp_path / "j.sqlite3"
+
+            def create() -> JournalStore:
+                return Journal(path)
+        else:
+            url = postgres_url(stack.enter_context(postgres_database()))
+
+            def create() -> JournalStore:
+                return PgJournal(url)
+
+        def opener() -> JournalStore:
+            opened.append(create())
+            return opened[-1]
+
+        yield opener
+        for journal in opened:
+            journal.close()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pika
+import psycopg
 import pydicom.data
 import pydicom.filereader
 from fhir.resources.R4B.imagingstudy import ImagingStudy as R4ImagingStudy
@@ -199,6 +200,37 @@ def gdcmscu(port: int, files: Iterable[Path], *, ae_title: str = "GDCMSCU") -> S
     if returncode in (-signal.SIGABRT, 128 + signal.SIGABRT) and _GDCMSCU_RELEASE_CRASH in output:
         returncode = 0  # its own crash after the release, see above
     return StoreRun(returncode, succeeded, output)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+POSTGRES_HOST = "127.0.0.1"
+POSTGRES_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))  # as scripts/setup-dev
+
+
+def postgres_url(database: str, *, port: int = POSTGRES_PORT) -> str:
+    """The URL of ``database`` on this machine's PostgreSQL (trust authentication)."""
+    return f"postgresql://postgres@{POSTGRES_HOST}:{port}/{database}"
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL, dropped afterwards; yields its name.
+
+    Fails (never skips) when PostgreSQL does not answer: scripts/setup-dev starts it.
+    """
+    if not port_open(POSTGRES_PORT, POSTGRES_HOST):
+        raise AssertionError(
+            f"PostgreSQL is not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}; run scripts/setup-dev"
+        )
+    name = f"listener_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(postgres_url("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- RabbitMQ --------------------------------------------------------------------------------

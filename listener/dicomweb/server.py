@@ -23,9 +23,9 @@ import uvicorn
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from listener.config import DicomwebSettings, LoggingSettings
+from listener.config import DicomwebSettings, LoggingSettings, StorageSettings
 from listener.dicomweb.app import DicomWebApp
-from listener.journal import Journal
+from listener.journal_factory import open_journal
 from listener.logging import configure_logging, get_logger
 from listener.metrics import Metrics
 
@@ -52,7 +52,7 @@ class _ChildArguments:
 
     settings: DicomwebSettings
     logging: LoggingSettings
-    journal_path: Path
+    storage: StorageSettings
     files_root: Path
     base_url: str
     parent_pid: int
@@ -84,7 +84,7 @@ class DicomWebServer:
         settings: DicomwebSettings,
         *,
         logging: LoggingSettings,
-        journal_path: Path,
+        storage: StorageSettings,
         files_root: Path,
         base_url: str,
         metrics: Metrics,
@@ -94,7 +94,7 @@ class DicomWebServer:
         self._counts = [context.Value("q", 0) for _ in range(len(STATUSES) + 1)]
         self._listening = context.Event()
         arguments = _ChildArguments(
-            settings, logging, journal_path, files_root, base_url, parent_pid=os.getpid()
+            settings, logging, storage, files_root, base_url, parent_pid=os.getpid()
         )
         self._process = context.Process(
             target=_serve,
@@ -139,7 +139,7 @@ def _serve(arguments: _ChildArguments, counts: list[Synchronized[int]], listenin
             counts[index].value += 1
 
     settings = arguments.settings
-    journal = Journal(arguments.journal_path)
+    journal = open_journal(arguments.storage)
     app = DicomWebApp(
         journal,
         arguments.files_root,

@@ -20,6 +20,8 @@ ADAPTERS = {
     "pynetdicom": "scp/",
     "pika": "publisher.py",
     "sqlite3": "journal",
+    "psycopg": "journal_pg",
+    "psycopg_pool": "journal_pg",
     "starlette": "dicomweb/",
     "uvicorn": "dicomweb/",
 }
@@ -38,8 +40,8 @@ def imported_roots(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", PURE)
 def test_pure_core_imports_no_network_storage_or_logging_library(module: str) -> None:
-    """model, aggregator and fhir import none of pynetdicom, pika, sqlite3 or structlog."""
-    forbidden = {"pynetdicom", "pika", "sqlite3", "structlog", "logging"}
+    """model, aggregator and fhir import none of pynetdicom, pika, sqlite3, psycopg or structlog."""
+    forbidden = {"pynetdicom", "pika", "sqlite3", "psycopg", "structlog", "logging"}
 
     assert imported_roots(PACKAGE / module) & forbidden == set()
 

@@ -68,6 +68,13 @@ def test_fractional_quiet_period_is_allowed() -> None:
         ("[nonsense]\nkey = 1\n", {}, "nonsense"),
         ("", {"LISTENER_DICOM__PROT": "104"}, "LISTENER_DICOM__PROT"),
         ('[amqp]\nurl = "http://broker"\n', {}, "amqp.url"),
+        ('[storage]\ndatabase_url = "mysql://db/x"\n', {}, "storage.database_url"),
+        ("", {"LISTENER_STORAGE__DATABASE_URL": "postgresql://db:99999/x"}, "storage.database_url"),
+        (
+            '[storage]\ndatabase_password_file = "/nonexistent"\n',
+            {},
+            "storage.database_password_file",
+        ),
         ("[aggregator]\nquiet_period_seconds = 0\n", {}, "aggregator.quiet_period_seconds"),
         ('[dicom]\nae_title = "WAY_TOO_LONG_AE_TITLE"\n', {}, "dicom.ae_title"),
         ('[fhir]\nendpoint_address = "https://pacs/wado?token=1"\n', {}, "fhir.endpoint_address"),
@@ -87,6 +94,16 @@ def test_invalid_settings_name_the_key(
         load_settings(write(tmp_path, toml), env)
 
     assert str(raised.value).startswith(key)
+
+
+def test_a_postgresql_database_url_is_accepted() -> None:
+    """storage.database_url takes postgresql:// URLs (and stays empty by default: SQLite)."""
+    url = "postgresql://listener@db:5432/dicom"
+
+    loaded = load_settings(None, {"LISTENER_STORAGE__DATABASE_URL": url})
+
+    assert loaded.settings.storage.database_url == url
+    assert load_settings(None, {}).settings.storage.database_url == ""
 
 
 def test_invalid_toml_is_reported_with_the_file_name(tmp_path: Path) -> None:

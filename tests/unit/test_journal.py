@@ -11,6 +11,7 @@ import pytest
 
 from listener.journal import SCHEMA_VERSION, Change, Journal, OutboxMessage, StudyRow
 from listener.model import InstanceRecord
+from tests.conftest import JournalOpener
 
 RECORD = InstanceRecord(
     study_uid="1.2",
@@ -32,9 +33,9 @@ def message(study_uid: str, version: int) -> OutboxMessage:
     )
 
 
-def test_new_duplicate_and_changed_instances_are_told_apart(tmp_path: Path) -> None:
+def test_new_duplicate_and_changed_instances_are_told_apart(open_journal: JournalOpener) -> None:
     """The first record is new, the identical re-send a duplicate, a different one a change."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
 
     assert journal.add_instance(RECORD, 1.0).change is Change.NEW
     assert journal.add_instance(RECORD, 2.0).change is Change.DUPLICATE
@@ -42,15 +43,15 @@ def test_new_duplicate_and_changed_instances_are_told_apart(tmp_path: Path) -> N
     assert journal.study_records("1.2") == [replace(RECORD, instance_number=4)]
 
 
-def test_everything_survives_reopening(tmp_path: Path) -> None:
+def test_everything_survives_reopening(open_journal: JournalOpener) -> None:
     """Records, pending studies and outbox messages are there after the journal is reopened."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 5.0)
     journal.add_instance(replace(RECORD, study_uid="9.9", sop_instance_uid="9.9.1"), 6.0)
     journal.finish_study("9.9", digest="d", message=message("9.9", 1), finished_at=7.0)
     journal.close()
 
-    reopened = Journal(tmp_path / "j.sqlite3")
+    reopened = open_journal()
 
     assert [row.study_uid for row in reopened.pending_studies()] == ["1.2"]
     assert reopened.pending_studies()[0].last_received_at == 5.0
@@ -59,9 +60,9 @@ def test_everything_survives_reopening(tmp_path: Path) -> None:
     assert outbox is not None and outbox.message_id == "9.9/v1"
 
 
-def test_outbox_is_drained_in_order_of_finishing(tmp_path: Path) -> None:
+def test_outbox_is_drained_in_order_of_finishing(open_journal: JournalOpener) -> None:
     """Messages come out oldest first and leave only when removed."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     for uid in ("3", "1", "2"):
         journal.add_instance(replace(RECORD, study_uid=uid, sop_instance_uid=f"{uid}.1"), 1.0)
         journal.finish_study(uid, digest=uid, message=message(uid, 1), finished_at=2.0)
@@ -75,9 +76,9 @@ def test_outbox_is_drained_in_order_of_finishing(tmp_path: Path) -> None:
     assert journal.outbox_depth() == 0
 
 
-def test_instance_for_a_published_study_reopens_it(tmp_path: Path) -> None:
+def test_instance_for_a_published_study_reopens_it(open_journal: JournalOpener) -> None:
     """A new instance of a published study makes it pending again and says so."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
 
@@ -88,9 +89,9 @@ def test_instance_for_a_published_study_reopens_it(tmp_path: Path) -> None:
     assert row is not None and row.state == "pending" and row.version == 1
 
 
-def test_unchanged_finish_keeps_the_version(tmp_path: Path) -> None:
+def test_unchanged_finish_keeps_the_version(open_journal: JournalOpener) -> None:
     """Finishing without a message records the digest but not a new version."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
 
@@ -158,9 +159,9 @@ def test_one_fsync_makes_every_earlier_commit_durable(
     assert len(synced) == 1
 
 
-def test_opened_at_is_the_first_arrival_of_the_pending_period(tmp_path: Path) -> None:
+def test_opened_at_is_the_first_arrival_of_the_pending_period(open_journal: JournalOpener) -> None:
     """A pending study keeps the time it became pending; a re-open after publishing starts anew."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.2"), 5.0)
     assert journal.study("1.2") == StudyRow("1.2", "pending", 0, None, 5.0, 1.0)
@@ -190,9 +191,11 @@ def test_a_schema_2_journal_gains_opened_at(tmp_path: Path) -> None:
     assert (row.last_received_at, row.opened_at) == (4.0, 4.0)
 
 
-def test_instance_moving_out_of_an_unpublished_study_forgets_that_study(tmp_path: Path) -> None:
+def test_instance_moving_out_of_an_unpublished_study_forgets_that_study(
+    open_journal: JournalOpener,
+) -> None:
     """Its only instance re-sent under another Study UID: the old study is not left pending."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 1.0)
 
     result = journal.add_instance(replace(RECORD, study_uid="7.7"), 2.0)
@@ -202,9 +205,11 @@ def test_instance_moving_out_of_an_unpublished_study_forgets_that_study(tmp_path
     assert [row.study_uid for row in journal.pending_studies()] == ["7.7"]
 
 
-def test_instance_moving_out_of_a_published_study_keeps_it_published(tmp_path: Path) -> None:
+def test_instance_moving_out_of_a_published_study_keeps_it_published(
+    open_journal: JournalOpener,
+) -> None:
     """A published study left empty keeps its state and version; nothing re-opens it."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
 
@@ -215,9 +220,9 @@ def test_instance_moving_out_of_a_published_study_keeps_it_published(tmp_path: P
     assert row is not None and (row.state, row.version) == ("published", 1)
 
 
-def test_instance_moving_out_of_a_study_with_others_reopens_it(tmp_path: Path) -> None:
+def test_instance_moving_out_of_a_study_with_others_reopens_it(open_journal: JournalOpener) -> None:
     """A published study that keeps other instances is pending again, to publish without it."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.2"), 1.0)
     journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
@@ -266,9 +271,11 @@ def test_a_schema_3_journal_is_upgraded_to_4(tmp_path: Path) -> None:
     assert check.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
-def test_a_moved_instance_lists_its_old_file_as_stale_until_forgotten(tmp_path: Path) -> None:
+def test_a_moved_instance_lists_its_old_file_as_stale_until_forgotten(
+    open_journal: JournalOpener,
+) -> None:
     """Moving to another series names the old file; deleting it is recorded with forget."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(replace(RECORD, file="a/b/c.dcm"), 1.0)
 
     result = journal.add_instance(replace(RECORD, series_uid="1.2.2", file="a/x/c.dcm"), 2.0)
@@ -278,9 +285,9 @@ def test_a_moved_instance_lists_its_old_file_as_stale_until_forgotten(tmp_path: 
     assert journal.stale_files() == []
 
 
-def test_a_file_written_again_is_no_longer_stale(tmp_path: Path) -> None:
+def test_a_file_written_again_is_no_longer_stale(open_journal: JournalOpener) -> None:
     """An instance moving back to where it was: its file there is live, not to be deleted."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(replace(RECORD, file="a/b/c.dcm"), 1.0)
     journal.add_instance(replace(RECORD, series_uid="1.2.2", file="a/x/c.dcm"), 2.0)
 
@@ -290,9 +297,9 @@ def test_a_file_written_again_is_no_longer_stale(tmp_path: Path) -> None:
     assert journal.stale_files() == ["a/x/c.dcm"]
 
 
-def test_study_records_come_in_order_of_reception(tmp_path: Path) -> None:
+def test_study_records_come_in_order_of_reception(open_journal: JournalOpener) -> None:
     """The most recently received (or re-received) record comes last."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     second = replace(RECORD, sop_instance_uid="1.2.1.2")
     journal.add_instance(RECORD, 1.0)
     journal.add_instance(second, 2.0)

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from listener.journal import Journal, JournalError
+from tests.conftest import JournalOpener
 from tests.unit.test_journal import RECORD, message
 
 
-def test_a_reopened_study_left_empty_goes_back_to_published(tmp_path: Path) -> None:
+def test_a_reopened_study_left_empty_goes_back_to_published(open_journal: JournalOpener) -> None:
     """Re-opened by a changed instance that then moves away: published again, version kept."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
     assert journal.add_instance(replace(RECORD, instance_number=2), 3.0).reopened == ("1.2",)
@@ -28,9 +29,9 @@ def test_a_reopened_study_left_empty_goes_back_to_published(tmp_path: Path) -> N
     assert [row.study_uid for row in journal.pending_studies()] == ["7.7"]
 
 
-def test_procedure_steps_of_a_study_come_back_in_update_order(tmp_path: Path) -> None:
+def test_procedure_steps_of_a_study_come_back_in_update_order(open_journal: JournalOpener) -> None:
     """Every MPPS state saved for a study is returned as saved, oldest update first."""
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = open_journal()
     first = {"sop_instance_uid": "5.1", "study_uid": "1.2", "status": "IN PROGRESS"}
     second = {"sop_instance_uid": "5.2", "study_uid": "1.2", "status": "COMPLETED"}
     other = {"sop_instance_uid": "5.3", "study_uid": "9.9", "status": "IN PROGRESS"}
@@ -42,9 +43,9 @@ def test_procedure_steps_of_a_study_come_back_in_update_order(tmp_path: Path) ->
     assert journal.procedure_step("5.2") == (second, {"x": 2})
 
 
-def test_an_unknown_procedure_step_is_none(tmp_path: Path) -> None:
+def test_an_unknown_procedure_step_is_none(open_journal: JournalOpener) -> None:
     """Asking for an MPPS the journal never saw gives None, not an error."""
-    assert Journal(tmp_path / "j.sqlite3").procedure_step("5.9") is None
+    assert open_journal().procedure_step("5.9") is None
 
 
 @pytest.mark.parametrize(("error", "full"), [(errno.ENOSPC, True), (errno.EIO, False)])
