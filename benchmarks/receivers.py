@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import dcmtk
+from benchmarks import dcmtk, orthanc
 
 REPO = Path(__file__).resolve().parents[1]
 LISTENER_AE = "DICOM-LISTENER"
@@ -43,6 +43,8 @@ class Receiver:
     output_dir: Path | None = None  # where it writes received files, when they can be counted
     metrics_port: int | None = None
     publishes_studies: bool = False  # True for the listener: each study ends up on the queue
+    orthanc_dir: Path | None = None  # Orthanc's own directory (storage, index, configuration)
+    http_port: int | None = None  # Orthanc's REST API, to count what it stored
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Return once a C-ECHO succeeds; raise if the process dies or ``timeout`` passes."""
@@ -146,6 +148,23 @@ def start_storescp(work: Path, *, tcp_nodelay: bool) -> Receiver:
     env = dcmtk.storescu_environment(tcp_nodelay)
     receiver = spawn(name, command, work, port=port, env=env)
     receiver.output_dir = output_dir
+    return receiver
+
+
+def start_orthanc(work: Path, *, tcp_nodelay: bool, binary: str) -> Receiver:
+    """Orthanc (``binary``) with a generated configuration and its own directories under ``work``.
+
+    Like storescp, Orthanc's DICOM server (DCMTK) reads ``TCP_NODELAY`` from its environment:
+    ``orthanc`` runs as configured by default (Nagle on), ``orthanc-nd`` with ``TCP_NODELAY=1``.
+    """
+    name = "orthanc-nd" if tcp_nodelay else "orthanc"
+    directory = work / f"{name}-dir"
+    port, http_port = free_port(), free_port()
+    config = orthanc.write_configuration(directory, dicom_port=port, http_port=http_port)
+    env = dcmtk.storescu_environment(tcp_nodelay)
+    command = [binary, str(config)]
+    receiver = spawn(name, command, work, called_ae=orthanc.ORTHANC_AE, port=port, env=env)
+    receiver.orthanc_dir, receiver.http_port = directory, http_port
     return receiver
 
 

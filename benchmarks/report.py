@@ -18,6 +18,9 @@ MB = 1_000_000
 MIB_PER_KIB = 1 / 1024
 STORESCP = "storescp"  # as started by default: Nagle's algorithm on for its own writes
 STORESCP_ND = "storescp-nd"  # started with TCP_NODELAY=1
+ORTHANC = "orthanc"  # Orthanc as configured by default: Nagle on for its own writes
+ORTHANC_ND = "orthanc-nd"  # started with TCP_NODELAY=1
+LISTENER = "listener"
 
 
 @dataclass
@@ -36,6 +39,8 @@ class Cell:
     mb_per_s: float | None = None
     ratio_to_storescp: float | None = None
     ratio_to_storescp_nd: float | None = None
+    ratio_to_orthanc: float | None = None
+    ratio_to_orthanc_nd: float | None = None
 
     def __post_init__(self) -> None:
         if not self.problem and self.seconds > 0:
@@ -52,6 +57,7 @@ class Cell:
         self.problem = problem
         self.instances_per_s = self.mb_per_s = None
         self.ratio_to_storescp = self.ratio_to_storescp_nd = None
+        self.ratio_to_orthanc = self.ratio_to_orthanc_nd = None
 
 
 def _ratios(cells: list[Cell], reference: str) -> list[float | None]:
@@ -65,11 +71,30 @@ def _ratios(cells: list[Cell], reference: str) -> list[float | None]:
 
 
 def set_ratios(cells: list[Cell]) -> None:
-    """Each cell's instances/s relative to both storescps' in the same cell."""
-    for cell, plain, nodelay in zip(
-        cells, _ratios(cells, STORESCP), _ratios(cells, STORESCP_ND), strict=True
+    """Each cell's instances/s relative to both storescps' and both Orthancs' in the same cell."""
+    for cell, plain, nodelay, orthanc, orthanc_nd in zip(
+        cells,
+        _ratios(cells, STORESCP),
+        _ratios(cells, STORESCP_ND),
+        _ratios(cells, ORTHANC),
+        _ratios(cells, ORTHANC_ND),
+        strict=True,
     ):
         cell.ratio_to_storescp, cell.ratio_to_storescp_nd = plain, nodelay
+        cell.ratio_to_orthanc, cell.ratio_to_orthanc_nd = orthanc, orthanc_nd
+
+
+def orthanc_ratio_lines(cells: list[Cell]) -> list[str]:
+    """The listener's instances/s relative to Orthanc's, cell by cell (none without Orthanc)."""
+    lines = [
+        f"listener / orthanc, {cell.size} x{cell.associations} storescu TCP_NODELAY="
+        f"{int(cell.tcp_nodelay)}: {_ratio(cell.ratio_to_orthanc)} (orthanc as configured),"
+        f" {_ratio(cell.ratio_to_orthanc_nd)} (orthanc-nd, TCP_NODELAY=1)"
+        for cell in cells
+        if cell.receiver == LISTENER
+        and (cell.ratio_to_orthanc is not None or cell.ratio_to_orthanc_nd is not None)
+    ]
+    return lines
 
 
 @dataclass
@@ -84,6 +109,7 @@ class Results:
     latency: dict[str, Any] = field(default_factory=dict)
     rss_study: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     error: str = ""
     wall_seconds: float = 0.0
 
@@ -178,7 +204,8 @@ def table(cells: list[Cell]) -> str:
         )
     legend = (
         "storescp: storescp --fork -od DIR PORT as is (Nagle on for its own writes); "
-        "storescp-nd: the same with TCP_NODELAY=1 in its environment; MB = 10^6 bytes"
+        "storescp-nd: the same with TCP_NODELAY=1 in its environment; orthanc, orthanc-nd: "
+        "Orthanc's defaults (SQLite index), without and with TCP_NODELAY=1; MB = 10^6 bytes"
     )
     return "\n".join([*lines, legend])
 
@@ -195,6 +222,8 @@ def summary_lines(results: Results) -> list[str]:
         f"{results.tcp_nodelay.get('conclusion', 'not probed')}. storescp reads the same"
         " variable for its own writes: storescp runs without it, storescp-nd with TCP_NODELAY=1"
     ]
+    lines += orthanc_ratio_lines(results.cells)
+    lines += [f"SKIPPED: {note}" for note in results.skipped]
     lines += _listener_lines(results.listener)
     lines += _rss_study_lines(results.rss_study)
     lines += _latency_lines(results.latency)

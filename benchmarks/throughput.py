@@ -1,10 +1,11 @@
-"""Throughput, memory and publish latency of the listener, next to storescp and a bare SCP.
+"""Throughput, memory and publish latency of the listener, next to storescp, Orthanc and a bare SCP.
 
 ``python -m benchmarks.throughput [--count N] [--large-count M] [--rss-study-count K] [--quick]
-[--json PATH]`` generates its corpus, starts the listener, DCMTK's storescp and a bare pynetdicom
-SCP side by side, sends to each with DCMTK's storescu (small and large instances, 1 and 4
-associations, TCP_NODELAY=1 and unset), measures the listener's peak RSS and publish latency,
-prints a table and writes every number as JSON. Exit status 1 when any measurement failed.
+[--json PATH] [--orthanc PATH | --no-orthanc]`` generates its corpus, starts the listener, DCMTK's
+storescp, Orthanc (when installed) and a bare pynetdicom SCP side by side, sends to each with
+DCMTK's storescu (small and large instances, 1 and 4 associations, TCP_NODELAY=1 and unset),
+measures the listener's peak RSS and publish latency, prints a table and writes every number as
+JSON. Exit status 1 when any measurement failed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import pika.exceptions
 
-from benchmarks import dcmtk
+from benchmarks import dcmtk, orthanc
 from benchmarks.amqp import DEFAULT_URL, Arrival, StudyReader, Topology
 from benchmarks.corpus import PARTS, Study, Template, large_template, small_template, write_study
 from benchmarks.receivers import (
@@ -34,6 +35,7 @@ from benchmarks.receivers import (
     rss_kib,
     start_bare_scp,
     start_listener,
+    start_orthanc,
     start_storescp,
 )
 from benchmarks.report import (
@@ -60,7 +62,9 @@ DEFAULT_JSON = Path(__file__).parent / "results.json"
 FULL = {"count": 500, "large_count": 100, "rss_study_count": 10_000, "latency_runs": 3}
 QUICK = {"count": 20, "large_count": 4, "rss_study_count": 50, "latency_runs": 1}
 
-DESCRIPTION = "Throughput, peak RSS and publish latency of the listener vs storescp and a bare SCP"
+DESCRIPTION = (
+    "Throughput, peak RSS and publish latency of the listener vs storescp, Orthanc and a bare SCP"
+)
 
 CellKey = tuple[str, int, bool]
 
@@ -76,6 +80,7 @@ class Options:
     quick: bool
     json_path: Path
     amqp_url: str
+    orthanc_binary: str | None  # None: no Orthanc receivers
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -90,6 +95,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (20/4/50/1) for CI")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"[{DEFAULT_JSON}]")
     parser.add_argument("--amqp-url", default=os.environ.get("BENCH_AMQP_URL", DEFAULT_URL))
+    parser.add_argument("--orthanc", help="the Orthanc executable [found on PATH or /usr/sbin]")
+    parser.add_argument("--no-orthanc", action="store_true", help="leave Orthanc out")
     args = parser.parse_args(argv)
     sizes = {
         name: default if getattr(args, name) is None else getattr(args, name)
@@ -99,7 +106,14 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error(f"every instance count must be at least {PARTS}")
     if sizes["latency_runs"] < 1:
         parser.error("--latency-runs must be at least 1")
-    return Options(**sizes, quick=args.quick, json_path=args.json, amqp_url=args.amqp_url)
+    binary = None if args.no_orthanc else (args.orthanc or orthanc.find_binary() or "")
+    return Options(
+        **sizes,
+        quick=args.quick,
+        json_path=args.json,
+        amqp_url=args.amqp_url,
+        orthanc_binary=binary,
+    )
 
 
 def progress(message: str) -> None:
@@ -173,12 +187,30 @@ class Benchmark:
             )
         )
 
+    def _start_orthancs(self) -> list[Receiver]:
+        """Both Orthancs, or none (with a note saying why) when its binary is not there."""
+        binary = self.options.orthanc_binary
+        if binary is None:
+            self.results.skipped.append("orthanc, orthanc-nd: --no-orthanc")
+            return []
+        if not binary or not os.access(binary, os.X_OK):
+            self.results.skipped.append(
+                f"orthanc, orthanc-nd: no Orthanc executable ({binary or 'not on PATH'});"
+                " apt-get install orthanc to compare with it"
+            )
+            return []
+        return [
+            self._started(start_orthanc(self.work, tcp_nodelay=nodelay, binary=binary))
+            for nodelay in TCP_NODELAY
+        ]
+
     def _start_receivers(self) -> list[Receiver]:
-        """Both storescps, the listener and the bare SCP, all running at once."""
+        """Both storescps, the listener, both Orthancs and the bare SCP, all running at once."""
         receivers = [
             self._started(start_storescp(self.work, tcp_nodelay=False)),
             self._started(start_storescp(self.work, tcp_nodelay=True)),
             self._start_listener("listener"),
+            *self._start_orthancs(),
             self._started(start_bare_scp(self.work)),
         ]
         self.results.listener["rss_after_start_kib"] = rss_kib(receivers[2].process.pid)
@@ -235,9 +267,12 @@ class Benchmark:
         progress(f"{receiver.name:<9} {size} x{associations} TCP_NODELAY={int(nodelay)}: {rate}")
 
     def _verify(self, receiver: Receiver, study: Study) -> str:
-        """Check beyond storescu's responses: storescp's files, the listener's ImagingStudy."""
+        """Check beyond storescu's responses: storescp's files, Orthanc's index, ImagingStudy."""
         if receiver.output_dir is not None:
             return _count_and_clear(receiver.output_dir, study.count)
+        if receiver.http_port is not None:
+            found = orthanc.study_instance_count(receiver.http_port, study.uid)
+            return "" if found == study.count else f"Orthanc holds {found}/{study.count} instances"
         if receiver.publishes_studies:
             with StudyReader(self.topology) as reader:
                 arrived = reader.wait([study.uid], timeout=PUBLISH_TIMEOUT_SECONDS)

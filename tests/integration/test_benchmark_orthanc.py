@@ -1,0 +1,36 @@
+"""The benchmark's Orthanc receiver: started on free ports, it stores what it is sent.
+
+Skipped where Debian's ``orthanc`` package is not installed (CI does not need it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import dcmtk, orthanc
+from benchmarks.corpus import small_template, write_study
+from benchmarks.receivers import start_orthanc
+
+BINARY = orthanc.find_binary()
+
+pytestmark = pytest.mark.skipif(BINARY is None, reason="Orthanc is not installed")
+
+
+def test_orthanc_receiver_stores_every_instance_it_is_sent(tmp_path: Path) -> None:
+    """Each instance sent is in Orthanc's index and storage directory (both checked)."""
+    assert BINARY is not None
+    study = write_study(small_template(), tmp_path / "corpus", 4)
+    receiver = start_orthanc(tmp_path, tcp_nodelay=True, binary=BINARY)
+    try:
+        receiver.wait_ready(timeout=30)
+        send = dcmtk.send(
+            receiver.port, receiver.called_ae, [study.root], 4, tcp_nodelay=True, log_dir=tmp_path
+        )
+        assert send.problem == ""
+        assert receiver.http_port is not None and receiver.orthanc_dir is not None
+        assert orthanc.study_instance_count(receiver.http_port, study.uid) == 4
+        assert orthanc.stored_file_count(receiver.orthanc_dir) == 4
+    finally:
+        receiver.stop()

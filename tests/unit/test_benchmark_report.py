@@ -1,0 +1,31 @@
+"""The benchmark report's comparison of the listener with Orthanc."""
+
+from __future__ import annotations
+
+from benchmarks.report import Cell, orthanc_ratio_lines, set_ratios
+
+
+def _cell(receiver: str, rate: float) -> Cell:
+    """A small, one-association, Nagle-off cell of 100 instances at ``rate`` instances/s."""
+    return Cell(receiver, "small", 1, True, 100, 4_000_000, 100 / rate)
+
+
+def test_listener_rate_is_reported_relative_to_both_orthancs() -> None:
+    """The listener's rate over orthanc's and over orthanc-nd's are each cell's rate quotients."""
+    cells = [_cell("listener", 120.0), _cell("orthanc", 20.0), _cell("orthanc-nd", 200.0)]
+
+    set_ratios(cells)
+
+    assert orthanc_ratio_lines(cells) == [
+        "listener / orthanc, small x1 storescu TCP_NODELAY=1: 6.00 (orthanc as configured),"
+        " 0.60 (orthanc-nd, TCP_NODELAY=1)"
+    ]
+
+
+def test_no_orthanc_ratio_lines_without_orthanc_cells() -> None:
+    """A run without Orthanc (skipped) prints no listener / orthanc line."""
+    cells = [_cell("listener", 120.0), _cell("storescp", 20.0)]
+
+    set_ratios(cells)
+
+    assert orthanc_ratio_lines(cells) == []
