@@ -7,6 +7,7 @@ value stops start-up with one line that names the key instead of failing later i
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -288,6 +289,13 @@ class StorageSettings:
         "File holding the database password; replaces the password in database_url.",
         checks.file,
     )
+    node_name: str = _setting(
+        "", "This listener's name, recorded with each instance it stores; empty = the host name."
+    )
+
+    def effective_node_name(self) -> str:
+        """``node_name``, or this host's name when it is empty."""
+        return self.node_name or socket.gethostname()
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ _GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes, explic
 class InstanceFiles:
     """Places spooled files, reports free space, and deletes files past their retention."""
 
-    def __init__(self, root: Path, *, keep: bool, min_free_mb: int) -> None:
+    def __init__(self, root: Path, *, keep: bool, min_free_mb: int, node: str = "") -> None:
         self._root = root
         self._keep = keep
         self._min_free_bytes = min_free_mb * _MB
+        self._node = node
 
     def has_room(self) -> bool:
         """True while more than the configured reserve is free on the data disk."""
@@ -35,17 +36,21 @@ class InstanceFiles:
         return shutil.disk_usage(self._root).free >= self._min_free_bytes
 
     def place(self, spooled: Path, record: InstanceRecord, *, size: int) -> InstanceRecord:
-        """Move ``spooled`` to its place, durably (fsync); return the record with file and size."""
+        """Move ``spooled`` to its place, durably (fsync); return the record with file and size.
+
+        The record also names this node (``storage.node_name``): with several listeners, the one
+        that holds the file.
+        """
         relative = Path(record.study_uid, record.series_uid, f"{record.sop_instance_uid}.dcm")
         if not self._keep:
-            return replace(record, size=size)
+            return replace(record, size=size, node=self._node)
         target = self._root / relative
         _make_directories(target.parent)
         with spooled.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(spooled, target)
         fsync_directory(target.parent)
-        return replace(record, file=relative.as_posix(), size=size)
+        return replace(record, file=relative.as_posix(), size=size, node=self._node)
 
     def remove(self, relative: str) -> None:
         """Delete a file left behind by a moved instance, and its series/study folders if empty."""

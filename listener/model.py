@@ -140,6 +140,7 @@ class InstanceRecord:
     # Storage
     file: str = ""
     size: int = 0
+    node: str = ""  # storage.node_name of the listener holding the file ("" before it was recorded)
     # SHA-256 of the dataset as received (after the File Meta Information); "" in records
     # journaled before schema 4. Two receptions with equal digests carry the same content.
     digest: str = ""
@@ -279,8 +280,8 @@ def compare_resend(held: InstanceRecord | None, received: InstanceRecord) -> Res
 
 
 def _header(record: InstanceRecord) -> InstanceRecord:
-    """The record without what storage adds (file, size, digest)."""
-    return dataclasses.replace(record, file="", size=0, digest="")
+    """The record without what storage adds (file, size, node, digest)."""
+    return dataclasses.replace(record, file="", size=0, node="", digest="")
 
 
 def describe_change(held: InstanceRecord, received: InstanceRecord) -> str:

@@ -71,6 +71,7 @@ class ListenerService:
             data_dir / "instances",
             keep=settings.storage.keep_instances,
             min_free_mb=settings.storage.min_free_mb,
+            node=settings.storage.effective_node_name(),
         )
         self._journal = open_journal(settings.storage)
         self._aggregator = Aggregator(

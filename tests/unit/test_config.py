@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,12 @@ def test_dicomweb_base_url_defaults_to_the_service_address_without_trailing_slas
 
     assert default.effective_base_url() == "http://127.0.0.1:8181/dicomweb"
     assert configured.effective_base_url() == "https://pacs.example.org/dicomweb"
+
+
+def test_node_name_defaults_to_the_host_name() -> None:
+    """storage.node_name, recorded with each stored instance, is the host name unless set."""
+    default = load_settings(None, {}).settings.storage
+    named = load_settings(None, {"LISTENER_STORAGE__NODE_NAME": "node-a"}).settings.storage
+
+    assert default.effective_node_name() == socket.gethostname()
+    assert named.effective_node_name() == "node-a"

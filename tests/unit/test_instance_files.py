@@ -51,3 +51,12 @@ def test_remove_study_deletes_its_files_and_says_how_many(tmp_path: Path) -> Non
     assert not (tmp_path / "instances" / "1.2.3").exists()
     assert (tmp_path / "instances" / "9.9").is_dir()
     assert files.remove_study("1.2.3") == 0
+
+
+def test_a_placed_record_names_the_node_that_holds_its_file(tmp_path: Path) -> None:
+    """The record of a stored instance carries storage.node_name, kept file or not."""
+    keeping = InstanceFiles(tmp_path / "kept", keep=True, min_free_mb=0, node="node-a")
+    dropping = InstanceFiles(tmp_path / "dropped", keep=False, min_free_mb=0, node="node-b")
+
+    assert placed(tmp_path, keeping, record(sop="1.1")).node == "node-a"
+    assert placed(tmp_path, dropping, record(sop="1.2")).node == "node-b"

@@ -45,6 +45,13 @@ def test_same_digest_and_transfer_syntax_is_identical() -> None:
     assert compare_resend(None, held) is Resend.NEW
 
 
+def test_the_same_instance_stored_by_another_node_is_no_change() -> None:
+    """Which node holds the file is storage, not content: a re-send elsewhere stays identical."""
+    received = replace(HELD, node="node-b", file="1.2/1.2.1/1.2.1.1.dcm", size=10)
+
+    assert compare_resend(replace(HELD, node="node-a"), received) is Resend.IDENTICAL
+
+
 def test_other_pixels_under_the_same_header_are_a_change() -> None:
     """Only the digest differs: changed, although every header field is equal."""
     assert compare_resend(replace(HELD, digest="aa"), replace(HELD, digest="bb")) is Resend.CHANGED
