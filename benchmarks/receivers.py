@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +167,24 @@ def start_orthanc(work: Path, *, tcp_nodelay: bool, binary: str) -> Receiver:
     receiver = spawn(name, command, work, called_ae=orthanc.ORTHANC_AE, port=port, env=env)
     receiver.orthanc_dir, receiver.http_port = directory, http_port
     return receiver
+
+
+def start_ready(start: Callable[[int], Receiver], *, attempts: int = 3) -> Receiver:
+    """``start(attempt)`` and wait for a C-ECHO; on a port taken meanwhile, again on new ports.
+
+    ``free_port()`` probes a port and lets it go: another process (any outgoing connection uses
+    the same ephemeral range) may take it before the receiver binds it.
+    """
+    for attempt in range(attempts):
+        receiver = start(attempt)
+        try:
+            receiver.wait_ready()
+            return receiver
+        except RuntimeError:
+            receiver.stop()
+            if attempt == attempts - 1 or "already in use" not in receiver.log_tail():
+                raise
+    raise AssertionError("unreachable")
 
 
 def start_bare_scp(work: Path) -> Receiver:

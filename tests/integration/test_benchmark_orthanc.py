@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks import dcmtk, orthanc
 from benchmarks.corpus import small_template, write_study
-from benchmarks.receivers import start_orthanc
+from benchmarks.receivers import start_orthanc, start_ready
 
 BINARY = orthanc.find_binary()
 
@@ -19,9 +19,11 @@ def test_orthanc_receiver_stores_every_instance_it_is_sent(tmp_path: Path) -> No
     """Each instance sent is in Orthanc's index and storage directory (both checked)."""
     assert BINARY is not None, "Orthanc is not installed: run scripts/setup-dev (Debian's orthanc)"
     study = write_study(small_template(), tmp_path / "corpus", 4)
-    receiver = start_orthanc(tmp_path, tcp_nodelay=True, binary=BINARY)
+    binary = BINARY
+    receiver = start_ready(
+        lambda attempt: start_orthanc(tmp_path / f"try{attempt}", tcp_nodelay=True, binary=binary)
+    )
     try:
-        receiver.wait_ready(timeout=30)
         send = dcmtk.send(
             receiver.port, receiver.called_ae, [study.root], 4, tcp_nodelay=True, log_dir=tmp_path
         )
