@@ -72,6 +72,10 @@ class PgJournal:
             timeout=timeout,
             check=psycopg_pool.ConnectionPool.check_connection,
             configure=configure,
+            # The pool's reconnect backoff doubles without bound (1, 2, 4, ... s) until it gives
+            # up: after a long outage the database could be back for a minute before a C-STORE
+            # got a connection. Giving up after ``timeout`` restarts the backoff on demand.
+            reconnect_timeout=timeout,
             open=False,
         )
         try:
