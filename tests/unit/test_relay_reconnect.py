@@ -22,6 +22,7 @@ class Broker:
     def __init__(self) -> None:
         self.up = threading.Event()
         self.attempts = 0
+        self.refused_probes = 0  # port checks that found it closed since the last attempt
         self._open = False
 
     @property
@@ -29,6 +30,7 @@ class Broker:
         return self._open
 
     def connect(self) -> None:
+        self.refused_probes = 0
         self.attempts += 1
         if not self.up.is_set():
             raise PublishError("cannot connect to the broker: connection refused")
@@ -41,6 +43,8 @@ class Broker:
         return None
 
     def reachable(self) -> bool:
+        if not self.up.is_set():
+            self.refused_probes += 1
         return self.up.is_set()
 
     def close(self) -> None:
@@ -98,7 +102,13 @@ def test_reconnects_within_a_second_of_the_broker_answering_despite_a_long_backo
     broker = Broker()
     stop = _run_relay(journal, broker, backoff_max_seconds=30)
     try:
-        wait_for(lambda: broker.attempts >= 4, timeout=10, what="the backoff to grow")
+        # Up only once the relay is waiting out the backoff after its 4th attempt: its port
+        # check saw the port closed (as it would right after a refused connect).
+        wait_for(
+            lambda: broker.attempts >= 4 and broker.refused_probes > 0,
+            timeout=10,
+            what="the backoff to grow",
+        )
         broker.up.set()
         back = time.monotonic()
         wait_for(lambda: broker.connected, timeout=30, what="reconnected")
