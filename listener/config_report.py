@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from listener.config import Settings, describe, mask_url, setting_value
+from listener.sinks import writable_directory
 
 _MB = 1024 * 1024
 BROKER_TIMEOUT_SECONDS = 2.0
@@ -72,8 +73,7 @@ def host_warnings(settings: Settings) -> list[str]:
 
 def output_directory_problem(directory: Path) -> str | None:
     """Why ImagingStudy files could not be written to ``directory`` (it is created if missing)."""
-    existing = next((path for path in (directory, *directory.parents) if path.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not writable_directory(directory):
         return f"output.directory: {directory} cannot be created or written"
     return None
 

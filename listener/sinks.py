@@ -98,10 +98,7 @@ class DirectorySink:
 
     def reachable(self) -> bool:
         """True when the directory (or the parent it would be created in) can be written."""
-        existing = next(
-            (p for p in (self._directory, *self._directory.parents) if p.exists()), None
-        )
-        return existing is not None and os.access(existing, os.W_OK | os.X_OK)
+        return writable_directory(self._directory)
 
     def close(self) -> None:
         """Nothing to release; the next connect checks the directory again."""
@@ -149,3 +146,9 @@ class StdoutSink:
 
     def close(self) -> None:
         """Standard output stays open for the process."""
+
+
+def writable_directory(directory: Path) -> bool:
+    """True when ``directory``, or the parent it would be created in, is writable by us."""
+    existing = next((path for path in (directory, *directory.parents) if path.exists()), None)
+    return existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
