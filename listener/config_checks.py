@@ -6,7 +6,7 @@ import ipaddress
 import re
 import zoneinfo
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 
 def port(value: int) -> str | None:
@@ -43,11 +43,8 @@ def amqp_url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("amqp", "amqps"):
         return f"must be an amqp:// or amqps:// URL, got scheme {parts.scheme!r}"
-    try:
-        parts.port  # noqa: B018 -- urllib checks the port (a number, 0 to 65535) when read
-    except ValueError:
-        port = parts.netloc.rpartition(":")[2]
-        return f"has an invalid port {port!r}: must be a number between 1 and 65535"
+    if problem := _url_port_problem(parts):
+        return problem
     if parts.port == 0:
         return "has an invalid port '0': must be a number between 1 and 65535"
     return None
@@ -60,8 +57,13 @@ def database_url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("postgresql", "postgres"):
         return f"must be empty or a postgresql:// URL, got scheme {parts.scheme!r}"
+    return _url_port_problem(parts)
+
+
+def _url_port_problem(parts: SplitResult) -> str | None:
+    """Why a URL's port is not a number from 0 to 65535 (urllib checks it when it is read)."""
     try:
-        parts.port  # noqa: B018 -- urllib checks the port (a number, 0 to 65535) when read
+        parts.port  # noqa: B018 -- reading it is the check
     except ValueError:
         port = parts.netloc.rpartition(":")[2]
         return f"has an invalid port {port!r}: must be a number between 1 and 65535"
