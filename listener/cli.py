@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from listener import __version__, admin, config_report
+from listener import __version__, admin
 from listener.config import (
     ConfigError,
     LoadedSettings,
@@ -25,7 +25,8 @@ from listener.config import (
     load_settings,
     mask_url,
 )
-from listener.logging import configure_logging, get_logger
+from listener.config import report as config_report
+from listener.logs import configure_logging, get_logger
 from listener.publisher import (
     PikaPublisher,
     Publisher,

@@ -10,7 +10,7 @@ from typing import Any
 from listener import fhir
 from listener.config import Settings
 from listener.journal import JournalStore, OutboxMessage
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.model import StudyState
 
 log = get_logger("listener.finisher")

@@ -1,6 +1,6 @@
 """Read a received instance's header into an InstanceRecord, never touching its pixel data.
 
-A file walked by :func:`listener.completeness.scan` is read from the raw values that walk copied
+A file walked by :func:`listener.scan.scan` is read from the raw values that walk copied
 out (only the top-level elements in :data:`HEADER_KEYWORDS`), so it is parsed once; deflated files
 too, the walk running over their streamed inflation. Any other file is parsed by pydicom, stopping
 before Pixel Data and deferring other large values (a deflated one over the same streamed
@@ -26,9 +26,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
-from listener.completeness import DEFLATED, Scan, locate
 from listener.inflate import DeflateError, inflated_dataset
 from listener.model import Code, InstanceRecord, IssuedId, Issuer, Request, StaffId
+from listener.scan import DEFLATED, Scan, locate
 
 # Values larger than this are not read into memory while parsing (pydicom reads them on access).
 _DEFER_SIZE = 64 * 1024
@@ -132,7 +132,7 @@ def configure_lenient_reading() -> None:
 def read_record(path: Path, scanned: Scan | None = None) -> InstanceRecord:
     """The record of the DICOM file at ``path`` (file and size left unset).
 
-    ``scanned``: the file's :func:`~listener.completeness.scan` with :data:`HEADER_TAGS`, used
+    ``scanned``: the file's :func:`~listener.scan.scan` with :data:`HEADER_TAGS`, used
     instead of parsing the file again when it is ``usable``.
     """
     if scanned is not None and scanned.usable:

@@ -3,7 +3,7 @@
 A deflated dataset can inflate a thousandfold (a few hundred KB to gigabytes of zeros), so it is
 never inflated whole: bytes are produced in small chunks as the reader asks for them, skipped
 values are inflated and dropped, and the total inflated so far is held against a limit. The
-structural walk (listener.completeness) and pydicom (:func:`inflated_dataset`) both read it so.
+structural walk (listener.scan) and pydicom (:func:`inflated_dataset`) both read it so.
 """
 
 from __future__ import annotations

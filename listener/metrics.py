@@ -23,7 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from listener.logging import get_logger
+from listener.logs import get_logger
 
 log = get_logger("listener.metrics")
 

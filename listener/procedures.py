@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from listener import workflow
+from listener import mpps
 from listener.aggregator import Aggregator
 from listener.config import AggregatorSettings
 from listener.finisher import Completion, StudyFinisher
 from listener.instance_files import InstanceFiles
 from listener.journal import JournalStore
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.model import StudyState
-from listener.workflow import ProcedureStep, Status, WorkflowError
+from listener.mpps import ProcedureStep, Status, WorkflowError
 
 log = get_logger("listener.procedures")
 
@@ -73,7 +73,7 @@ class ProcedureSteps:
         if self._journal.procedure_step(sop_instance_uid) is not None:
             return Status.DUPLICATE_SOP_INSTANCE, "an MPPS with this SOP Instance UID exists"
         try:
-            step = workflow.create(attributes, sop_instance_uid)
+            step = mpps.create(attributes, sop_instance_uid)
         except WorkflowError as exc:
             return exc.status, exc.comment
         self._journal.save_procedure_step(
@@ -97,16 +97,16 @@ class ProcedureSteps:
         for element in modification:
             merged[element.tag] = element
         try:
-            updated = workflow.update(step, modification, merged)
+            updated = mpps.update(step, modification, merged)
         except WorkflowError as exc:
             return exc.status, exc.comment, None
         self._journal.save_procedure_step(
             updated.to_json(), merged.to_json_dict(), now=self._clock()
         )
         log.info("mpps updated", mpps_uid=sop_instance_uid, status=updated.status)
-        if updated.status == workflow.COMPLETED:
+        if updated.status == mpps.COMPLETED:
             self._completed(updated)
-        elif updated.status == workflow.DISCONTINUED:
+        elif updated.status == mpps.DISCONTINUED:
             self._discontinued(updated)
         return Status.SUCCESS, "", merged
 
@@ -160,7 +160,7 @@ class ProcedureSteps:
         """After a restart, re-apply completed MPPS of a pending study (under the service lock)."""
         for saved in self._journal.procedure_steps(study_uid):
             step = ProcedureStep.from_json(saved)
-            if step.status == workflow.COMPLETED:
+            if step.status == mpps.COMPLETED:
                 until = self._clock() + self._grace
                 self._aggregator.expect(study_uid, step.expected_instances, until=until)
 

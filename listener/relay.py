@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from listener.journal import JournalError, JournalStore, OutboxMessage
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.publisher import Message, Publisher, PublishError
 

@@ -12,7 +12,7 @@ from listener.aggregator import Aggregator
 from listener.config import StorageSettings
 from listener.instance_files import InstanceFiles
 from listener.journal_api import JournalStore
-from listener.logging import get_logger
+from listener.logs import get_logger
 
 log = get_logger("listener.retention")
 

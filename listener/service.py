@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from listener.aggregator import Aggregator
-from listener.completeness import Scan, TooLarge, Truncated, scan
 from listener.config import Settings
 from listener.dicomweb import DicomWebServer
 from listener.finisher import Completion, StudyFinisher, fhir_options
@@ -32,7 +31,7 @@ from listener.instance_files import InstanceFiles, content_digest
 from listener.journal_api import Change, JournalError, JournalStore
 from listener.journal_factory import open_journal, open_probe
 from listener.keyed_lock import KeyedLock
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.metrics import Metrics, MetricsServer
 from listener.model import InstanceRecord, Resend, StoreOutcome, compare_resend, describe_change
 from listener.procedures import ProcedureSteps
@@ -40,6 +39,7 @@ from listener.publisher import Publisher
 from listener.readiness import ReadinessProbe
 from listener.relay import OutboxRelay
 from listener.retention import Retention
+from listener.scan import Scan, TooLarge, Truncated, scan
 from listener.scp import DicomServer, IncomingInstance
 
 log = get_logger("listener.service")

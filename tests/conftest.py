@@ -16,7 +16,7 @@ import structlog
 from listener.journal import Journal
 from listener.journal_api import JournalStore
 from listener.journal_pg import PgJournal
-from listener.logging import configure_logging
+from listener.logs import configure_logging
 from tests.support import (
     AmqpTopology,
     ListenerProcess,

@@ -25,7 +25,7 @@ from listener.dicomweb import qido
 from listener.dicomweb.attributes import LEVELS, Level, dataset
 from listener.header import is_valid_uid
 from listener.journal_api import JournalStore, RecordQuery
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.model import InstanceRecord
 
 log = get_logger("listener.dicomweb")

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from listener.config import DicomwebSettings, LoggingSettings, StorageSettings
 from listener.dicomweb.app import DicomWebApp
 from listener.journal_factory import open_journal
-from listener.logging import configure_logging, get_logger
+from listener.logs import configure_logging, get_logger
 from listener.metrics import Metrics
 
 log = get_logger("listener.dicomweb")

@@ -30,7 +30,7 @@ from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.scp.contexts import is_unknown_storage_class, known_uids
 
 log = get_logger("listener.scp")

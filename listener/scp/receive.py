@@ -41,7 +41,7 @@ from pynetdicom.dimse_messages import _MESSAGE_TYPES
 from pynetdicom.dimse_primitives import C_CANCEL, DimseServiceType
 from pynetdicom.pdu_primitives import P_DATA
 
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.scp.incoming import Incoming, ProtocolError, ReceiveLimits, Refusal, response_to
 
 log = get_logger("listener.scp")

@@ -35,9 +35,9 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.pdu import A_RELEASE_RQ, P_DATA_TF
 
-from listener.logging import get_logger
+from listener.logs import get_logger
 
-log = get_logger("listener.scp.workflow")
+log = get_logger("listener.scp.dimse_n")
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"

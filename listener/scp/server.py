@@ -24,7 +24,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE, DimseServiceType
 
 from listener.config import DicomSettings
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.model import StoreOutcome
 from listener.ratelimit import PerKeyLimit
@@ -37,11 +37,11 @@ from listener.scp.contexts import (
     storage_sop_classes,
     transfer_syntaxes,
 )
+from listener.scp.dimse_n import MPPS, UNCOMPRESSED, WorkflowHandlers, WorkflowSink
 from listener.scp.guard import GuardedServer, server_tls_context
 from listener.scp.incoming import ReceiveLimits, Refusal
 from listener.scp.negotiation import StorageNegotiation
 from listener.scp.report_channel import STORAGE_COMMITMENT
-from listener.scp.workflow import MPPS, UNCOMPRESSED, WorkflowHandlers, WorkflowSink
 
 log = get_logger("listener.scp")
 _MB = 1024 * 1024

@@ -23,7 +23,7 @@ from typing import Any
 from pynetdicom import dul
 from pynetdicom.dul import DULServiceProvider
 
-from listener.logging import get_logger
+from listener.logs import get_logger
 from listener.scp.guard import Wakeable
 
 log = get_logger("listener.scp")

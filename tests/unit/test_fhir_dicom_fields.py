@@ -18,10 +18,10 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from listener import fhir
 from listener.aggregator import Aggregator
-from listener.completeness import scan
 from listener.fhir import FhirOptions
 from listener.header import HEADER_TAGS, read_record, record_from_dataset
 from listener.model import InstanceRecord
+from listener.scan import scan
 
 MODELS: dict[str, Any] = {"R4": R4ImagingStudy, "R5": R5ImagingStudy}
 RELEASES = sorted(MODELS)

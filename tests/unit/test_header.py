@@ -18,7 +18,6 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from listener import fhir
 from listener.aggregator import Aggregator
-from listener.completeness import DEFLATED, Scan, TooLarge, Truncated, scan
 from listener.fhir import FhirOptions
 from listener.header import (
     HEADER_KEYWORDS,
@@ -29,6 +28,7 @@ from listener.header import (
     record_from_dataset,
 )
 from listener.model import InstanceRecord
+from listener.scan import DEFLATED, Scan, TooLarge, Truncated, scan
 from tests.deflated import bomb, deflated_copy, deflated_file
 from tests.support import PYDICOM_CHARSET_FILES, PYDICOM_TEST_FILES, dicom_files
 

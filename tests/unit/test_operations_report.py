@@ -13,8 +13,8 @@ import pytest
 import structlog
 
 from listener.config import ConfigError, describe, load_settings, setting_value
-from listener.config_report import settings_lines, toml_value
-from listener.logging import configure_logging
+from listener.config.report import settings_lines, toml_value
+from listener.logs import configure_logging
 from listener.metrics import Metrics
 
 ENV = {

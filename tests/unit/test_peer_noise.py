@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from listener.logging import PeerNoiseFilter
+from listener.logs import PeerNoiseFilter
 
 Logs = Callable[[], list[dict[str, Any]]]
 
@@ -44,7 +44,7 @@ def test_pynetdicom_lines_are_limited_per_minute_then_summarised(json_logs: Logs
 
     lines = json_logs()
     from_pynetdicom = [line for line in lines if line["logger"] == "pynetdicom.dul"]
-    [summary] = [line for line in lines if line["logger"] == "listener.logging"]
+    [summary] = [line for line in lines if line["logger"] == "listener.logs"]
     assert len(from_pynetdicom) == 11  # 10 in the first minute, "one more" in the next
     assert summary["event"] == ("pynetdicom lines not logged: 50 from unknown in 60 s")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from listener.logging import PHI_KEYS, configure_logging, get_logger
+from listener.logs import PHI_KEYS, configure_logging, get_logger
 
 Emit = Callable[[str], dict[str, Any]]
 

@@ -19,10 +19,10 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from listener import fhir
 from listener.aggregator import Aggregator
-from listener.completeness import scan
 from listener.fhir import FhirOptions
 from listener.header import HEADER_TAGS, HeaderError, configure_lenient_reading, read_record
 from listener.model import InstanceRecord
+from listener.scan import scan
 from tests.deflated import deflated_copy
 
 MODELS: dict[str, Any] = {"R4": R4ImagingStudy, "R5": R5ImagingStudy}

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from listener import config_checks as checks
-from listener import config_loader
-from listener.config_loader import Check, ConfigError, setting_value
+from listener.config import checks
+from listener.config import loader as config_loader
+from listener.config.loader import Check, ConfigError, setting_value
 
 __all__ = [
     "ConfigError",

@@ -77,7 +77,7 @@ class PeerNoiseFilter(logging.Filter):
 
     def _summarise(self) -> None:
         for peer, count in self._limit.expired():
-            logging.getLogger("listener.logging").warning(
+            logging.getLogger("listener.logs").warning(
                 "pynetdicom lines not logged: %d from %s in %.0f s",
                 count,
                 peer,

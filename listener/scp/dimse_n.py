@@ -23,16 +23,16 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_ACTION, N_CREATE, N_SET
 
 from listener.config import DicomSettings
-from listener.logging import get_logger
+from listener.logs import get_logger
+from listener.mpps import Status
 from listener.scp.guard import client_tls_context
 from listener.scp.report_channel import (
     STORAGE_COMMITMENT,
     ReportChannel,
     send_report,
 )
-from listener.workflow import Status
 
-log = get_logger("listener.scp.workflow")
+log = get_logger("listener.scp.dimse_n")
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
