@@ -17,6 +17,8 @@ from listener.journal import Journal
 from listener.journal_api import JournalStore
 from listener.journal_pg import PgJournal
 from listener.logs import configure_logging
+from tests.cluster import NODE_NAMES, Nodes
+from tests.postgres_server import PrivatePostgres
 from tests.support import (
     AmqpTopology,
     ListenerProcess,
@@ -117,3 +119,46 @@ def start_listener(tmp_path: Path, amqp: AmqpTopology) -> Iterator[ListenerFacto
     yield start
     for listener in started:
         listener.kill()
+
+
+ClusterFactory = Callable[..., Nodes]
+
+
+@pytest.fixture
+def start_cluster(postgres: str, start_listener: ListenerFactory, tmp_path: Path) -> ClusterFactory:
+    """Start listener nodes (node-a, node-b, ...) on one PostgreSQL journal and one queue.
+
+    Each node has its own data_dir (``tmp_path/<node name>``), DICOM port, metrics port and
+    ``storage.node_name``; all share ``database_url`` (this test's database unless given) and this
+    test's exchange and queue. Stopped after the test, before the database is dropped.
+    """
+
+    def start(
+        count: int = 3, *, database_url: str = "", quiet_period: float = 2.0, **env: str
+    ) -> Nodes:
+        return {
+            name: start_listener(
+                quiet_period=quiet_period,
+                data_dir=tmp_path / name,
+                LISTENER_STORAGE__DATABASE_URL=database_url or postgres,
+                LISTENER_STORAGE__NODE_NAME=name,
+                **env,
+            )
+            for name in NODE_NAMES[:count]
+        }
+
+    return start
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL server of this test's own, which it may stop and start; removed after.
+
+    For tests that take the database away: the machine's shared server is never stopped.
+    """
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import N_EVENT_REPORT
 
 from tests.support import PYDICOM_TEST_FILES
 
@@ -36,25 +39,44 @@ def make_study(instances: int, *, series: int = 2) -> list[Dataset]:
 
 
 @dataclass
+class Attempt:
+    """One C-STORE tried: its instance, its status (None: no answer), when sent and answered."""
+
+    sop_instance_uid: str
+    status: int | None
+    sent: float  # time.monotonic()
+    answered: float
+
+
+@dataclass
 class Modality:
     """Sends datasets one C-STORE at a time; on failure reconnects and retries the same instance.
 
-    ``acked`` holds the SOP Instance UIDs that got 0x0000: the ones the listener promised to keep.
+    ``acked`` holds the SOP Instance UIDs that got 0x0000: the ones the listener promised to keep;
+    ``attempts`` every C-STORE tried, in order. With ``per_association`` it opens a new
+    association after that many acknowledgements (as a modality sending series by series), and
+    with ``pace_seconds`` it waits that long between C-STOREs (a slow modality).
     """
 
     port: int
     ae_title: str = "MODALITY"
     acked: list[str] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
     pause_after: int | None = None
     pause_seconds: float = 0.0
+    per_association: int = 0  # 0 = one association for everything
+    pace_seconds: float = 0.0
+    timeout_seconds: float = 5.0  # ACSE, DIMSE and network timeouts
     stop: threading.Event = field(default_factory=threading.Event)
     _association: Association | None = None
+    _acked_here: int = 0  # acknowledgements on the current association
 
     def _associate(self) -> Association | None:
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_seconds
         association = ae.associate("127.0.0.1", self.port, ae_title="DICOM-LISTENER")
+        self._acked_here = 0
         return association if association.is_established else None
 
     def send_all(self, datasets: list[Dataset]) -> None:
@@ -63,9 +85,12 @@ class Modality:
             if self.pause_after is not None and index == self.pause_after:
                 self._release()
                 time.sleep(self.pause_seconds)
+            elif self.per_association and self._acked_here >= self.per_association:
+                self._release()
             while not self.stop.is_set() and not self._send(dataset):
-                self._association = None
+                self._abandon()
                 time.sleep(0.1)
+            time.sleep(self.pace_seconds)
         self._release()
 
     def _send(self, dataset: Dataset) -> bool:
@@ -73,14 +98,24 @@ class Modality:
             self._association = self._associate()
             if self._association is None:
                 return False
+        uid, sent = str(dataset.SOPInstanceUID), time.monotonic()
         try:
-            status = self._association.send_c_store(dataset)
+            response = self._association.send_c_store(dataset)
         except (RuntimeError, OSError):
-            return False
-        if status and status.Status == 0x0000:
-            self.acked.append(str(dataset.SOPInstanceUID))
+            response = None
+        status = int(response.Status) if response and "Status" in response else None
+        self.attempts.append(Attempt(uid, status, sent, time.monotonic()))
+        if status == 0x0000:
+            self.acked.append(uid)
+            self._acked_here += 1
             return True
         return False
+
+    def _abandon(self) -> None:
+        """Give up the current association (after a failure): abort it, as a modality would."""
+        association, self._association = self._association, None
+        if association is not None and association.is_established:
+            association.abort()
 
     def _release(self) -> None:
         if self._association is not None and self._association.is_established:
@@ -155,3 +190,98 @@ def mpps_end(
         series_items.append(item)
     modification.PerformedSeriesSequence = series_items
     return modification
+
+
+# -- MPPS and Storage Commitment over one association ------------------------------------------
+
+
+class ReportingAssociation:
+    """An association plus the commitment reports received on it."""
+
+    def __init__(self, association: Any, reports: list[tuple[int, Dataset]]) -> None:
+        self.association = association
+        self.reports = reports
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.association, name)
+
+
+def received_report(reports: list[tuple[int, Dataset]]) -> Any:
+    """An EVT_N_EVENT_REPORT handler that records (event type, event information)."""
+
+    def on_report(event: evt.Event) -> tuple[int, None]:
+        request = event.request
+        assert isinstance(request, N_EVENT_REPORT)
+        reports.append((int(request.EventTypeID or 0), event.event_information))
+        return 0x0000, None
+
+    return on_report
+
+
+def modality_association(
+    port: int,
+    *,
+    commitment_role: bool = False,
+    takes_reports: bool = False,
+    tls: ssl.SSLContext | None = None,
+    observers: list[Any] | None = None,
+) -> ReportingAssociation:
+    """A modality's association to the listener on ``port`` (plus ``observers`` handlers).
+
+    ``commitment_role`` proposes the SCP role for Storage Commitment; with it or ``takes_reports``
+    the association answers commitment reports (N-EVENT-REPORT) and records them.
+    """
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
+    ae.add_requested_context(MPPS)
+    ae.add_requested_context(STORAGE_COMMITMENT)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    reports: list[tuple[int, Dataset]] = []
+    roles: list[Any] = []
+    handlers: list[Any] = list(observers or [])
+    if commitment_role:
+        roles = [build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)]
+    if commitment_role or takes_reports:
+        handlers.append((evt.EVT_N_EVENT_REPORT, received_report(reports)))
+    association = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="DICOM-LISTENER",
+        ext_neg=roles,
+        evt_handlers=handlers,
+        tls_args=(tls, "localhost") if tls is not None else None,
+    )
+    assert association.is_established
+    return ReportingAssociation(association, reports)
+
+
+def create_mpps(association: ReportingAssociation, study_uid: str) -> str:
+    """N-CREATE an MPPS (IN PROGRESS) for ``study_uid``; return its SOP Instance UID."""
+    uid = generate_uid()
+    status, _ = association.send_n_create(mpps_in_progress(study_uid), MPPS, uid)
+    assert status.Status == 0x0000
+    return uid
+
+
+def commitment_request(datasets: list[Dataset], extra_uids: list[str]) -> Dataset:
+    """A Storage Commitment N-ACTION request for ``datasets`` plus ``extra_uids``."""
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    references = []
+    for uid in [str(d.SOPInstanceUID) for d in datasets] + extra_uids:
+        item = Dataset()
+        item.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+        item.ReferencedSOPInstanceUID = uid
+        references.append(item)
+    request.ReferencedSOPSequence = references
+    return request
+
+
+def report_uids(report: Dataset) -> tuple[set[str], dict[str, int]]:
+    """A commitment report's committed UIDs and its failed UIDs with their reasons."""
+    committed = {str(i.ReferencedSOPInstanceUID) for i in report.get("ReferencedSOPSequence", [])}
+    failed = {
+        str(i.ReferencedSOPInstanceUID): int(i.FailureReason)
+        for i in report.get("FailedSOPSequence", [])
+    }
+    return committed, failed

@@ -11,88 +11,25 @@ from typing import Any
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, build_role, evt
-from pynetdicom.dimse_primitives import N_EVENT_REPORT
+from pynetdicom import AE, evt
 
 from tests.certs import CertificateAuthority
 from tests.conftest import ListenerFactory
 from tests.modality import (
-    CT_IMAGE_STORAGE,
     MPPS,
     STORAGE_COMMITMENT,
     STORAGE_COMMITMENT_INSTANCE,
+    ReportingAssociation,
+    commitment_request,
+    create_mpps,
     make_study,
+    modality_association,
     mpps_end,
     mpps_in_progress,
+    received_report,
+    report_uids,
 )
 from tests.support import AmqpTopology, ListenerProcess, free_port, wait_for
-
-
-class ReportingAssociation:
-    """An association plus the commitment reports received on it."""
-
-    def __init__(self, association: Any, reports: list[tuple[int, Dataset]]) -> None:
-        self.association = association
-        self.reports = reports
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.association, name)
-
-
-def received_report(reports: list[tuple[int, Dataset]]) -> Any:
-    """An EVT_N_EVENT_REPORT handler that records (event type, event information)."""
-
-    def on_report(event: evt.Event) -> tuple[int, None]:
-        request = event.request
-        assert isinstance(request, N_EVENT_REPORT)
-        reports.append((int(request.EventTypeID or 0), event.event_information))
-        return 0x0000, None
-
-    return on_report
-
-
-def modality_association(
-    port: int,
-    *,
-    commitment_role: bool = False,
-    takes_reports: bool = False,
-    tls: ssl.SSLContext | None = None,
-    observers: list[Any] | None = None,
-) -> ReportingAssociation:
-    """A modality's association to the listener on ``port`` (plus ``observers`` handlers).
-
-    ``commitment_role`` proposes the SCP role for Storage Commitment; with it or ``takes_reports``
-    the association answers commitment reports (N-EVENT-REPORT) and records them.
-    """
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(CT_IMAGE_STORAGE, "1.2.840.10008.1.2.1")
-    ae.add_requested_context(MPPS)
-    ae.add_requested_context(STORAGE_COMMITMENT)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    reports: list[tuple[int, Dataset]] = []
-    roles: list[Any] = []
-    handlers: list[Any] = list(observers or [])
-    if commitment_role:
-        roles = [build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)]
-    if commitment_role or takes_reports:
-        handlers.append((evt.EVT_N_EVENT_REPORT, received_report(reports)))
-    association = ae.associate(
-        "127.0.0.1",
-        port,
-        ae_title="DICOM-LISTENER",
-        ext_neg=roles,
-        evt_handlers=handlers,
-        tls_args=(tls, "localhost") if tls is not None else None,
-    )
-    assert association.is_established
-    return ReportingAssociation(association, reports)
-
-
-def create_mpps(association: ReportingAssociation, study_uid: str) -> str:
-    uid = generate_uid()
-    status, _ = association.send_n_create(mpps_in_progress(study_uid), MPPS, uid)
-    assert status.Status == 0x0000
-    return uid
 
 
 def perform(listener: ListenerProcess, study: list[Dataset]) -> tuple[ReportingAssociation, str]:
@@ -241,28 +178,6 @@ def test_mpps_requests_that_break_the_rules_get_the_standard_statuses(
     assert duplicate.Status == 0x0111
     assert invalid_value.Status == 0x0106
     assert after_end.Status == 0x0110
-
-
-def commitment_request(datasets: list[Dataset], extra_uids: list[str]) -> Dataset:
-    request = Dataset()
-    request.TransactionUID = generate_uid()
-    references = []
-    for uid in [str(d.SOPInstanceUID) for d in datasets] + extra_uids:
-        item = Dataset()
-        item.ReferencedSOPClassUID = CT_IMAGE_STORAGE
-        item.ReferencedSOPInstanceUID = uid
-        references.append(item)
-    request.ReferencedSOPSequence = references
-    return request
-
-
-def report_uids(report: Dataset) -> tuple[set[str], dict[str, int]]:
-    committed = {str(i.ReferencedSOPInstanceUID) for i in report.get("ReferencedSOPSequence", [])}
-    failed = {
-        str(i.ReferencedSOPInstanceUID): int(i.FailureReason)
-        for i in report.get("FailedSOPSequence", [])
-    }
-    return committed, failed
 
 
 def test_storage_commitment_answers_on_the_same_association(
