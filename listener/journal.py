@@ -420,6 +420,12 @@ class Journal:
         with self._lock:
             return int(self._db.execute(_SQL.pending_count).fetchone()[0])
 
+    def unconsumed_steps(self, study_uid: str) -> list[tuple[dict[str, Any], float]]:
+        """Final MPPS of a study no finished version took into account, with when each was saved."""
+        with self._lock:
+            rows = self._db.execute(_SQL.unconsumed_steps, (study_uid,)).fetchall()
+        return [(json.loads(row[0]), float(row[1])) for row in rows]
+
     def consume_procedure_steps(self, sop_instance_uids: Sequence[str]) -> None:
         """Record that these MPPS need not shape a later version of their study."""
         with self._transaction() as transaction:

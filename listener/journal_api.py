@@ -164,6 +164,9 @@ class JournalStore(Protocol):
     def pending_count(self) -> int:
         """How many studies are pending."""
 
+    def unconsumed_steps(self, study_uid: str) -> list[tuple[dict[str, Any], float]]:
+        """Final MPPS of a study no finished version took into account, and when each was saved."""
+
     def consume_procedure_steps(self, sop_instance_uids: Sequence[str]) -> None:
         """Record that these MPPS need not shape a later version of their study."""
 

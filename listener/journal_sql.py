@@ -40,6 +40,10 @@ class Statements:
         " WHERE study_uid = %s AND state = 'pending' AND version = %s AND revision = %s"
     )
     consume_step: str = "UPDATE mpps SET consumed = 1 WHERE sop_instance_uid = %s"
+    unconsumed_steps: str = (
+        "SELECT step, updated_at FROM mpps WHERE study_uid = %s AND consumed = 0"
+        " AND status IN ('COMPLETED', 'DISCONTINUED') ORDER BY updated_at, sop_instance_uid"
+    )
     pending_count: str = "SELECT count(*) FROM studies WHERE state = 'pending'"
     # The oldest message, among those no relay holds, whose study has no older message waiting.
     next_outbox: str = (
