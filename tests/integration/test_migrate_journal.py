@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -24,12 +25,6 @@ PUBLISHED = replace(RECORD, study_uid="9.9", series_uid="9.9.1", sop_instance_ui
 STEP = {"sop_instance_uid": "5.5", "study_uid": "9.9", "status": COMPLETED}
 
 
-def migrate(data_dir: Path, *args: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run ``dicom-listener migrate-journal ARGS`` on ``data_dir`` in this process."""
-    monkeypatch.setenv("LISTENER_STORAGE__DATA_DIR", str(data_dir))
-    return cli.main(["migrate-journal", *args])
-
-
 def sqlite_journal(data_dir: Path) -> Journal:
     """A journal holding a pending study, a published one (version 2), an MPPS and a stale file."""
     journal = Journal(data_dir / "journal.sqlite3")
@@ -46,27 +41,55 @@ def sqlite_journal(data_dir: Path) -> Journal:
     return journal
 
 
-def test_every_table_is_copied_and_the_postgresql_journal_reads_the_same(
+@dataclass
+class Migration:
+    """``dicom-listener migrate-journal`` run in this process on a data_dir and a fresh database."""
+
+    data_dir: Path
+    url: str
+    capsys: pytest.CaptureFixture[str]
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        """Exit status, standard output and standard error of ``migrate-journal ARGS``."""
+        status = cli.main(["migrate-journal", *args])
+        out, err = self.capsys.readouterr()
+        return status, out, err
+
+    def with_journal(self) -> Migration:
+        """Write :func:`sqlite_journal` into the data_dir first."""
+        sqlite_journal(self.data_dir).close()
+        return self
+
+
+@pytest.fixture
+def migration(
     tmp_path: Path,
     postgres: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+) -> Iterator[Migration]:
+    """A Migration whose data_dir is tmp_path (no journal in it yet)."""
+    monkeypatch.setenv("LISTENER_STORAGE__DATA_DIR", str(tmp_path))
+    yield Migration(tmp_path, postgres, capsys)
+
+
+def test_every_table_is_copied_and_the_postgresql_journal_reads_the_same(
+    migration: Migration,
 ) -> None:
     """Pending and published studies, records in reception order, MPPS, stale files and the outbox.
 
     The outbox keeps its ids and message ids, and a message queued afterwards comes after them.
     The SQLite journal is left unchanged.
     """
-    sqlite_journal(tmp_path).close()
-    before = (tmp_path / "journal.sqlite3").read_bytes()
+    source = migration.with_journal().data_dir / "journal.sqlite3"
+    before = source.read_bytes()
 
-    status = migrate(tmp_path, "--to", postgres, monkeypatch=monkeypatch)
+    status, out, err = migration.run("--to", migration.url)
 
-    assert status == 0, capsys.readouterr().err
-    output = capsys.readouterr().out
-    assert "studies      2" in output and "instances    3" in output and "outbox       1" in output
-    assert (tmp_path / "journal.sqlite3").read_bytes() == before
-    journal = PgJournal(postgres)
+    assert status == 0, err
+    assert "studies      2" in out and "instances    3" in out and "outbox       1" in out
+    assert source.read_bytes() == before
+    journal = PgJournal(migration.url)
     try:
         [pending] = journal.pending_studies()
         assert (pending.study_uid, pending.last_received_at, pending.opened_at) == ("1.2", 5.0, 5.0)
@@ -86,74 +109,70 @@ def test_every_table_is_copied_and_the_postgresql_journal_reads_the_same(
         assert following is not None and following.id > 2 and following.message_id == "1.2/v1"
     finally:
         journal.close()
-    with psycopg.connect(postgres) as db:
+    with psycopg.connect(migration.url) as db:
         assert db.execute("SELECT consumed FROM mpps").fetchall() == [(1,)]  # a column added later
 
 
-def test_a_database_already_holding_journal_data_is_refused(
-    tmp_path: Path,
-    postgres: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_a_database_already_holding_journal_data_is_refused(migration: Migration) -> None:
     """A target with a journal row is left alone: exit 2, one line saying why."""
-    sqlite_journal(tmp_path).close()
-    target = PgJournal(postgres)
+    target = PgJournal(migration.url)
     target.add_instance(replace(RECORD, study_uid="7.7", sop_instance_uid="7.7.1"), 1.0)
     target.close()
 
-    status = migrate(tmp_path, "--to", postgres, monkeypatch=monkeypatch)
+    status, _out, err = migration.with_journal().run("--to", migration.url)
 
-    [line] = capsys.readouterr().err.splitlines()
+    [line] = err.splitlines()
     assert status == 2
     assert "already holds journal data (in studies, instances)" in line
-    with psycopg.connect(postgres) as db:
+    with psycopg.connect(migration.url) as db:
         assert db.execute("SELECT study_uid FROM studies").fetchall() == [("7.7",)]
         assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
 
 
-def test_a_copy_failing_half_way_leaves_the_database_empty(
-    tmp_path: Path,
-    postgres: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_a_copy_failing_half_way_leaves_the_database_empty(migration: Migration) -> None:
     """One transaction: studies copied before an instance that cannot be stored are rolled back.
 
     The line says why without quoting the row (PostgreSQL's detail would show patient data).
     """
-    sqlite_journal(tmp_path).close()
-    with sqlite3.connect(tmp_path / "journal.sqlite3") as db:  # a record without its series
+    with sqlite3.connect(migration.with_journal().data_dir / "journal.sqlite3") as db:
+        # A record without its series.
         db.execute("INSERT INTO instances VALUES ('8.1', '8', '{\"patient_name\": \"DOE\"}', 9)")
 
-    status = migrate(tmp_path, "--to", postgres, monkeypatch=monkeypatch)
+    status, _out, err = migration.run("--to", migration.url)
 
-    [line] = capsys.readouterr().err.splitlines()
+    [line] = err.splitlines()
     assert status == 1 and "nothing copied" in line and "series_uid" in line
     assert "DOE" not in line
-    with psycopg.connect(postgres) as db:
+    with psycopg.connect(migration.url) as db:
         for table in ("studies", "instances", "mpps", "stale_files", "outbox"):
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
 
 
-def test_without_a_journal_or_a_target_nothing_is_done(
-    tmp_path: Path,
-    postgres: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """No SQLite journal in data_dir or no --to: exit 2; a database that does not answer: 1."""
-    assert migrate(tmp_path, "--to", postgres, monkeypatch=monkeypatch) == 2
-    assert "no journal at" in capsys.readouterr().err
-    sqlite_journal(tmp_path).close()
-    assert migrate(tmp_path, monkeypatch=monkeypatch) == 2
-    assert "needs --to" in capsys.readouterr().err
-    nowhere = postgres_url("postgres", port=free_port())
-    assert migrate(tmp_path, "--to", nowhere, monkeypatch=monkeypatch) == 1
-    [line] = capsys.readouterr().err.splitlines()
-    assert "nothing copied" in line
-    with psycopg.connect(postgres) as db:
+def test_without_a_journal_or_a_target_nothing_is_done(migration: Migration) -> None:
+    """No SQLite journal, no --to or no password file: exit 2; a database not answering: 1."""
+    status, _out, err = migration.run("--to", migration.url)
+    assert status == 2 and "no journal at" in err
+    status, _out, err = migration.with_journal().run()
+    assert status == 2 and "needs --to" in err
+    absent = str(migration.data_dir / "absent")
+    status, _out, err = migration.run("--to", migration.url, "--password-file", absent)
+    assert status == 2 and absent in err
+    status, _out, err = migration.run("--to", postgres_url("postgres", port=free_port()))
+    [line] = err.splitlines()
+    assert status == 1 and "nothing copied" in line
+    with psycopg.connect(migration.url) as db:
         assert db.execute("SELECT to_regclass('studies')").fetchone() == (None,)
+
+
+def test_a_column_the_database_has_no_place_for_is_named(migration: Migration) -> None:
+    """A column only the SQLite journal has is named on stderr, not dropped unsaid."""
+    with sqlite3.connect(migration.with_journal().data_dir / "journal.sqlite3") as db:
+        db.execute("ALTER TABLE studies ADD COLUMN priority INTEGER")
+
+    status, _out, err = migration.run("--to", migration.url)
+
+    assert status == 0
+    assert "warning: studies.priority is not in the database's schema" in err
 
 
 def test_a_listener_started_on_the_migrated_database_publishes_what_was_left(
@@ -181,18 +200,3 @@ def test_a_listener_started_on_the_migrated_database_publishes_what_was_left(
         assert db.execute("SELECT state FROM studies WHERE study_uid <> '7.7'").fetchall() == [
             ("published",)
         ]
-
-
-def test_a_column_the_database_has_no_place_for_is_named(
-    tmp_path: Path,
-    postgres: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """A column only the SQLite journal has is named on stderr, not dropped unsaid."""
-    sqlite_journal(tmp_path).close()
-    with sqlite3.connect(tmp_path / "journal.sqlite3") as db:
-        db.execute("ALTER TABLE studies ADD COLUMN priority INTEGER")
-
-    assert migrate(tmp_path, "--to", postgres, monkeypatch=monkeypatch) == 0
-    assert "warning: studies.priority is not in the database's schema" in capsys.readouterr().err
