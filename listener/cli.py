@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         "migrate-journal",
         help="copy the SQLite journal of storage.data_dir into an empty PostgreSQL journal "
         "(stop the listener first)",
+        description="Copy the SQLite journal of storage.data_dir (pending and published studies, "
+        "instance records, MPPS, stale files, the outbox) into an empty PostgreSQL journal, in "
+        "one transaction. Stop the listener first; afterwards set storage.database_url to URL "
+        "and start it. Exit 2 if the database already holds journal data.",
     )
     migrate.add_argument(
         "--to", metavar="URL", help="postgresql://user@host:port/db (default: storage.database_url)"
