@@ -8,11 +8,14 @@ from ``storage.database_url``. The service and the operator commands depend on t
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from listener.model import InstanceRecord
+
+# The journal's tables, as named in both stores (the order migrate-journal copies them in).
+JOURNAL_TABLES = ("studies", "instances", "mpps", "stale_files", "outbox")
 
 
 class JournalError(Exception):
@@ -221,3 +224,13 @@ class JournalStore(Protocol):
 
     def close(self) -> None:
         """Release the store."""
+
+
+class JournalSource(Protocol):
+    """One consistent read of a journal's tables, row by row (what migrate-journal copies)."""
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        """The columns ``table`` has in this journal (none if it lacks the table)."""
+
+    def rows(self, table: str, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """The values of ``columns`` in each row of ``table``, in the order they were written."""

@@ -14,6 +14,9 @@ from listener.model import InstanceRecord
 # The columns RecordQuery's keys match, in its field order.
 FIND_COLUMNS = ("study_uid", "series_uid", "sop_instance_uid", "patient_id", "accession_number")
 
+# The instance columns PostgreSQL adds to SQLite's, copied out of the record for searching.
+SEARCH_COLUMNS = ("series_uid", "patient_id", "accession_number")
+
 INSERT_INSTANCE = (
     "INSERT INTO instances (sop_instance_uid, study_uid, series_uid, patient_id,"
     " accession_number, record, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -133,21 +136,24 @@ def query_values(query: RecordQuery) -> tuple[str | None, ...]:
     )
 
 
-def instance_values(
-    record: InstanceRecord, document: dict[str, Any], encoded: str, received_at: float
-) -> tuple[Any, ...]:
-    """The parameters of INSERT_INSTANCE: the record and the keys searched on their own."""
+def search_values(document: dict[str, Any]) -> tuple[str | None, ...]:
+    """A record's keys searched on their own columns (SEARCH_COLUMNS), from its JSON document."""
 
     def text(key: str) -> str | None:
         value = document.get(key)
         return None if value is None else str(value)
 
+    return tuple(text(key) for key in SEARCH_COLUMNS)
+
+
+def instance_values(
+    record: InstanceRecord, document: dict[str, Any], encoded: str, received_at: float
+) -> tuple[Any, ...]:
+    """The parameters of INSERT_INSTANCE: the record and the keys searched on their own."""
     return (
         record.sop_instance_uid,
         record.study_uid,
-        record.series_uid,
-        text("patient_id"),
-        text("accession_number"),
+        *search_values(document),
         encoded,
         received_at,
     )
