@@ -53,7 +53,8 @@ class Intake:
         self._studies = studies
         self._metrics = metrics
         self._clock = clock
-        self._sop_locks = KeyedLock()  # one re-send of a SOP instance at a time
+        # One re-send of a SOP instance at a time, in every process of this host.
+        self._sop_locks = KeyedLock(settings.storage.data_dir / "locks")
 
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         """Make one received instance durable; success only once its record is committed."""
