@@ -510,16 +510,18 @@ class Journal:
                     held[uid] = InstanceRecord.from_json(json.loads(row[0]))
         return held
 
-    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
-        """Studies published before ``cutoff``: those whose files remain, or all not yet pruned."""
-        condition = "files_removed = 0" if with_files else "1 = 1"
+    def finished_before(
+        self, cutoff: float, *, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """(finished_at, study_uid) of studies finished before ``cutoff``, after the mark ``after``.
+
+        Published and pruned studies alike, in that order: each node walks them once with its
+        own mark, since each holds its own files.
+        """
+        values = (cutoff, after[0], after[0], after[1], limit)
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT study_uid FROM studies WHERE state = 'published' AND {condition}"
-                " AND finished_at < ? ORDER BY finished_at LIMIT ?",
-                (cutoff, limit),
-            ).fetchall()
-        return [row[0] for row in rows]
+            rows = self._db.execute(_SQL.finished_before, values).fetchall()
+        return [(float(row[0]), str(row[1])) for row in rows]
 
     def mark_files_removed(self, study_uid: str) -> None:
         """Record that a published study's instance files were deleted."""

@@ -173,8 +173,10 @@ class JournalStore(Protocol):
     def consume_procedure_steps(self, sop_instance_uids: Sequence[str]) -> None:
         """Record that these MPPS need not shape a later version of their study."""
 
-    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
-        """Studies published before ``cutoff``."""
+    def finished_before(
+        self, cutoff: float, *, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """(finished_at, study_uid) of published or pruned studies finished before ``cutoff``."""
 
     def mark_files_removed(self, study_uid: str) -> None:
         """Record that a study's files were deleted."""

@@ -308,16 +308,14 @@ class PgJournal:
             ).fetchall()
         return {row[0]: InstanceRecord.from_json(json.loads(row[1])) for row in rows}
 
-    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
-        """Studies published before ``cutoff``: those whose files remain, or all not yet pruned."""
+    def finished_before(
+        self, cutoff: float, *, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """(finished_at, study_uid) of studies finished before ``cutoff``, after ``after``."""
+        values = (cutoff, after[0], after[0], after[1], limit)
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT study_uid FROM studies WHERE state = 'published'"
-                " AND (NOT files_removed OR NOT %s) AND finished_at < %s"
-                " ORDER BY finished_at LIMIT %s",
-                (with_files, cutoff, limit),
-            ).fetchall()
-        return [row[0] for row in rows]
+            rows = db.execute(_SQL.finished_before, values).fetchall()
+        return [(float(row[0]), str(row[1])) for row in rows]
 
     def mark_files_removed(self, study_uid: str) -> None:
         """Record that a published study's instance files were deleted."""

@@ -45,6 +45,12 @@ class Statements:
         " AND status IN ('COMPLETED', 'DISCONTINUED') ORDER BY updated_at, sop_instance_uid"
     )
     pending_count: str = "SELECT count(*) FROM studies WHERE state = 'pending'"
+    # Finished studies (published or pruned) after a (finished_at, study_uid) mark, in that order.
+    finished_before: str = (
+        "SELECT finished_at, study_uid FROM studies WHERE state IN ('published', 'pruned')"
+        " AND finished_at < %s AND (finished_at > %s OR (finished_at = %s AND study_uid > %s))"
+        " ORDER BY finished_at, study_uid LIMIT %s"
+    )
     # The oldest message, among those no relay holds, whose study has no older message waiting.
     next_outbox: str = (
         f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE coalesce(leased_until, 0) <= %s"
