@@ -1,6 +1,7 @@
 """Command line: ``dicom-listener [--config PATH] COMMAND``.
 
-Commands: ``run`` (the default), ``check-config``, ``echo``, ``studies``, ``republish``. A
+Commands: ``run`` (the default), ``check-config``, ``echo``, ``studies``, ``republish``,
+``migrate-journal``. A
 configuration problem prints one line naming the key and exits with status 2, never a traceback.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from listener import __version__, admin
+from listener import __version__, admin, journal_migrate
 from listener.config import (
     ConfigError,
     LoadedSettings,
@@ -26,6 +27,7 @@ from listener.config import (
     mask_url,
 )
 from listener.config import report as config_report
+from listener.journal_api import JournalError
 from listener.logs import configure_logging, get_logger
 from listener.publisher import (
     PikaPublisher,
@@ -92,6 +94,24 @@ def _parser() -> argparse.ArgumentParser:
         "republish", help="publish studies again, each as a new resource version"
     )
     republish.add_argument("study_uids", nargs="+", metavar="UID", help="StudyInstanceUIDs")
+    migrate = commands.add_parser(
+        "migrate-journal",
+        help="copy the SQLite journal of storage.data_dir into an empty PostgreSQL journal "
+        "(stop the listener first)",
+        description="Copy the SQLite journal of storage.data_dir (pending and published studies, "
+        "instance records, MPPS, stale files, the outbox) into an empty PostgreSQL journal, in "
+        "one transaction. Stop the listener first; afterwards set storage.database_url to URL "
+        "and start it. Exit 2 if the database already holds journal data.",
+    )
+    migrate.add_argument(
+        "--to", metavar="URL", help="postgresql://user@host:port/db (default: storage.database_url)"
+    )
+    migrate.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding the database password (default: storage.database_password_file)",
+    )
     return parser
 
 
@@ -109,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _echo(loaded, args)
     if args.command in ("studies", "republish"):
         return _journal_command(loaded, args)
+    if args.command == "migrate-journal":
+        return _migrate_journal(loaded, args)
     return _run(loaded)
 
 
@@ -193,6 +215,27 @@ def _journal_command(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         return EXIT_FAILURE if failures else 0
     finally:
         journal.close()
+
+
+def _migrate_journal(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    storage = loaded.settings.storage
+    url = args.to or storage.database_url
+    if not url:
+        print("dicom-listener: migrate-journal needs --to postgresql://...", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = journal_migrate.migrate_journal(storage, url, password_file=args.password_file)
+    except journal_migrate.REFUSALS as exc:
+        print(f"dicom-listener: migrate-journal refused: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JournalError as exc:
+        print(f"dicom-listener: migrate-journal failed, nothing copied: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for warning in journal_migrate.warnings(report):
+        print(f"dicom-listener: warning: {warning}", file=sys.stderr)
+    for line in journal_migrate.summary(storage, url, report):
+        print(line)
+    return 0
 
 
 def _run(loaded: LoadedSettings) -> int:
