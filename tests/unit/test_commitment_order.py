@@ -11,12 +11,14 @@ from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import N_ACTION
 
-from tests.integration.test_workflow import (
+from tests.modality import (
+    STORAGE_COMMITMENT,
+    STORAGE_COMMITMENT_INSTANCE,
     commitment_request,
+    make_study,
     modality_association,
     report_uids,
 )
-from tests.modality import STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, make_study
 from tests.support import free_port, wait_for
 from tests.unit.test_service import FakeClock, FakePublisher, make_service
 
