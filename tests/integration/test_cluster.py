@@ -216,5 +216,5 @@ def test_storage_commitment_on_a_third_node_commits_instances_stored_on_the_othe
     assert [len(sender.acked) for sender in senders] == [2, 2]
     assert status.Status == 0x0000
     [(event_type, report)] = on_c.reports
-    assert event_type == 1
     assert report_uids(report) == ({str(d.SOPInstanceUID) for d in study}, {})
+    assert event_type == 1
