@@ -58,6 +58,11 @@ class DicomSettings:
     ae_title: str = _setting("DICOM-LISTENER", "Our AE title (called AE title).", checks.ae_title)
     host: str = _setting("0.0.0.0", "Address to bind the DICOM port to.")
     port: int = _setting(11112, "TCP port for DICOM associations.", checks.port)
+    workers: int = _setting(
+        1,
+        "Processes serving the DICOM port on this host (SO_REUSEPORT); 1 = no extra process.",
+        checks.positive,
+    )
     max_associations: int = _setting(
         16, "Maximum number of concurrent associations.", checks.positive
     )
