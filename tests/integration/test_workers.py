@@ -132,8 +132,9 @@ def test_restarted_worker_clears_its_own_spool_not_a_siblings(
     data_dir = listener.data_dir
     leftover = data_dir / "spool-w0" / "tmp-crashed"
     in_flight = data_dir / "spool-w1" / "tmp-receiving"
-    leftover.write_bytes(b"half a dataset")
-    in_flight.write_bytes(b"half a dataset")
+    for path in (leftover, in_flight):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a dataset")
     pids = worker_pids(listener)
 
     os.kill(pids[0], signal.SIGKILL)
@@ -144,6 +145,17 @@ def test_restarted_worker_clears_its_own_spool_not_a_siblings(
     assert not leftover.exists()
     assert in_flight.exists()
     assert not (data_dir / "spool").exists()
+
+
+def test_workers_end_when_the_supervisor_is_killed(start_listener: ListenerFactory) -> None:
+    """SIGKILL to the supervisor: its workers stop too, so no orphan keeps the port."""
+    listener = start_workers(start_listener, 2, LISTENER_METRICS__ENABLED="false")
+    pids = worker_pids(listener).values()
+
+    listener.kill()
+
+    wait_for(lambda: not any(_running(pid) for pid in pids), timeout=30, what="the workers to end")
+    assert not echo(listener.port)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -103,7 +103,8 @@ def test_a_worker_failing_at_its_first_start_stops_the_supervisor_with_1(tmp_pat
 
     results: list[int] = []
     supervising = threading.Thread(
-        target=lambda: results.append(Supervisor(settings, fail_at_start).run(threading.Event()))
+        target=lambda: results.append(Supervisor(settings, fail_at_start).run(threading.Event())),
+        daemon=True,
     )
     supervising.start()
     supervising.join(timeout=60)
