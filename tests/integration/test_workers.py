@@ -82,6 +82,11 @@ def test_workers_share_the_port_and_a_killed_worker_is_replaced(
         what="associations to reach both workers",
     )
     os.kill(pids[0], signal.SIGKILL)
+    wait_for(
+        lambda: any(listener.events("worker died; restarting")),
+        timeout=10,
+        what="the supervisor to see worker 0 die (all its threads gone, its socket closed)",
+    )
     answered = [echo(listener.port) for _ in range(5)]  # worker 1 alone meanwhile
     wait_for(
         lambda: worker_pids(listener)[0] != pids[0], timeout=30, what="worker 0 to be restarted"
@@ -202,9 +207,16 @@ def test_study_split_over_four_parallel_associations_is_published_once(
 
 
 def _running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True while any thread of ``pid`` is alive (a killed process's leader is a zombie first)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as stat:
+                if stat.read().rsplit(") ", 1)[1][0] != "Z":
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
