@@ -16,12 +16,14 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from tests.conftest import ListenerFactory
+from tests.integration.test_dicomweb import dicomweb_env
 from tests.modality import make_study
 from tests.support import (
     PYDICOM_TEST_FILES,
     AmqpTopology,
     ListenerProcess,
     StoreRun,
+    free_port,
     http_get,
     published_index,
     storescu,
@@ -161,6 +163,18 @@ def test_workers_end_when_the_supervisor_is_killed(start_listener: ListenerFacto
 
     wait_for(lambda: not any(_running(pid) for pid in pids), timeout=30, what="the workers to end")
     assert not echo(listener.port)
+
+
+def test_only_worker_0_serves_dicomweb(start_listener: ListenerFactory, tmp_path: Path) -> None:
+    """With DICOMweb on, every worker starts and one process (worker 0's) serves DICOMweb."""
+    port = free_port()
+    env = dicomweb_env(tmp_path, port)
+    listener = start_workers(start_listener, 2, LISTENER_METRICS__ENABLED="false", **env)
+
+    status, _ = http_get(f"http://127.0.0.1:{port}/dicomweb/studies")
+
+    assert status == 401  # served, and no token sent
+    assert [line["worker"] for line in listener.events("dicomweb listening")] == [0]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
