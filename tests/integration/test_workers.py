@@ -8,23 +8,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 from pynetdicom import AE
 
 # pynetdicom creates its SOP class names at import time, so mypy cannot see them.
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.conftest import ListenerFactory
 from tests.integration.test_dicomweb import dicomweb_env
 from tests.modality import make_study
 from tests.support import (
-    PYDICOM_TEST_FILES,
     AmqpTopology,
     ListenerProcess,
     StoreRun,
     free_port,
     http_get,
+    open_ct_association,
     published_index,
     storescu,
     wait_for,
@@ -109,11 +108,7 @@ def test_sigterm_drains_every_worker_letting_open_associations_finish(
 ) -> None:
     """On SIGTERM to the supervisor, an open association completes its store; exit code is 0."""
     listener = start_workers(start_listener, 2, LISTENER_METRICS__ENABLED="false")
-    dataset = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")
-    ae = AE(ae_title="SCU")
-    ae.add_requested_context(CTImageStorage, dataset.file_meta.TransferSyntaxUID)
-    association = ae.associate("127.0.0.1", listener.port, ae_title="DICOM-LISTENER")
-    assert association.is_established
+    association, dataset = open_ct_association(listener.port)
     assert listener.process is not None
 
     listener.process.send_signal(signal.SIGTERM)
