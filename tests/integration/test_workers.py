@@ -180,11 +180,6 @@ def journal_env(request: pytest.FixtureRequest) -> dict[str, str]:
     return {"LISTENER_STORAGE__DATABASE_URL": request.getfixturevalue("postgres")}
 
 
-@pytest.mark.xfail(
-    reason="until study state is claimed through the journal (the lead's change): each worker "
-    "finishes the part of the study it received",
-    strict=False,
-)
 def test_study_split_over_four_parallel_associations_is_published_once(
     start_listener: ListenerFactory,
     amqp: AmqpTopology,
