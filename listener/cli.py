@@ -320,11 +320,11 @@ def _supervise(settings: Settings, stop: threading.Event) -> int:
     data_dir = settings.storage.data_dir
     dicom = settings.dicom
     try:
+        in_use = port_in_use(dicom.host, dicom.port)
+        if in_use is not None:  # perhaps another listener on this data_dir: leave its spools be
+            raise in_use
         restrict_permissions(data_dir)
         remove_unused_spools(data_dir, dicom.workers)
-        in_use = port_in_use(dicom.host, dicom.port)
-        if in_use is not None:
-            raise in_use
     except STARTUP_ERRORS as exc:
         print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
         return EXIT_FAILURE

@@ -160,6 +160,19 @@ def test_workers_end_when_the_supervisor_is_killed(start_listener: ListenerFacto
     assert not echo(listener.port)
 
 
+def test_a_second_listener_with_workers_cannot_share_a_busy_port(
+    start_listener: ListenerFactory,
+) -> None:
+    """SO_REUSEPORT is for siblings only: another ``run`` on the port exits 1 with one line."""
+    first = start_workers(start_listener, 2, LISTENER_METRICS__ENABLED="false")
+
+    second = first.cli("run")
+
+    assert second.returncode == 1
+    assert "cannot start" in second.stderr and "Address already in use" in second.stderr
+    assert echo(first.port)
+
+
 def test_only_worker_0_serves_dicomweb(start_listener: ListenerFactory, tmp_path: Path) -> None:
     """With DICOMweb on, every worker starts and one process (worker 0's) serves DICOMweb."""
     port = free_port()
