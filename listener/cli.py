@@ -45,7 +45,7 @@ from listener.startup import (
     restrict_permissions,
     startup_problem,
 )
-from listener.workers import Supervisor, WorkerJob, port_in_use, remove_unused_spools
+from listener.workers import WorkerJob, supervise
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
 
@@ -254,7 +254,7 @@ def _run(loaded: LoadedSettings) -> int:
         return EXIT_CONFIG
     stop = _stop_on_signals()
     if settings.dicom.workers > 1:
-        return _supervise(settings, stop)
+        return supervise(settings, stop, _work)
     return _serve(settings, publisher, stop)
 
 
@@ -313,28 +313,6 @@ def _serve(
     stop.wait()
     service.stop()
     return 0
-
-
-def _supervise(settings: Settings, stop: threading.Event) -> int:
-    """``dicom.workers > 1``: check the port is free, then run and watch the worker processes."""
-    data_dir = settings.storage.data_dir
-    dicom = settings.dicom
-    try:
-        in_use = port_in_use(dicom.host, dicom.port)
-        if in_use is not None:  # perhaps another listener on this data_dir: leave its spools be
-            raise in_use
-        restrict_permissions(data_dir)
-        remove_unused_spools(data_dir, dicom.workers)
-    except STARTUP_ERRORS as exc:
-        print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
-        return EXIT_FAILURE
-    wake_read, wake_write = os.pipe()  # a signal makes it readable: the supervisor wakes at once
-    os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)
-    get_logger("listener").info(
-        "supervising workers", version=__version__, workers=dicom.workers, port=dicom.port
-    )
-    return Supervisor(settings, _work).run(stop, wake_fd=wake_read)
 
 
 def _work(job: WorkerJob) -> None:

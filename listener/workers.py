@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,8 +38,10 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from listener import __version__
 from listener.config import Settings
 from listener.logs import get_logger
+from listener.startup import STARTUP_ERRORS, restrict_permissions, startup_problem
 
 log = get_logger("listener.workers")
 
@@ -59,6 +62,29 @@ class WorkerJob:
 
 
 WorkerTarget = Callable[[WorkerJob], None]
+
+
+def supervise(settings: Settings, stop: threading.Event, target: WorkerTarget) -> int:
+    """``run`` with ``dicom.workers > 1``: check the port is free, then run and watch the workers.
+
+    Returns the exit status (1: the port is taken or a worker could not start; else 0).
+    """
+    data_dir = settings.storage.data_dir
+    dicom = settings.dicom
+    try:
+        in_use = port_in_use(dicom.host, dicom.port)
+        if in_use is not None:  # perhaps another listener on this data_dir: leave its spools be
+            raise in_use
+        restrict_permissions(data_dir)
+        remove_unused_spools(data_dir, dicom.workers)
+    except STARTUP_ERRORS as exc:
+        print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
+        return 1
+    wake_read, wake_write = os.pipe()  # a signal makes it readable: the supervisor wakes at once
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    log.info("supervising workers", version=__version__, workers=dicom.workers, port=dicom.port)
+    return Supervisor(settings, target).run(stop, wake_fd=wake_read)
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
