@@ -39,7 +39,13 @@ from listener.publisher import (
 from listener.scp import client_tls_context, verify
 from listener.service import ListenerService
 from listener.sinks import DirectorySink, StdoutSink
-from listener.startup import STARTUP_ERRORS, restrict_permissions, startup_problem
+from listener.startup import (
+    STARTUP_ERRORS,
+    end_with_parent,
+    restrict_permissions,
+    startup_problem,
+)
+from listener.workers import WorkerJob, supervise
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
 
@@ -240,17 +246,31 @@ def _migrate_journal(loaded: LoadedSettings, args: argparse.Namespace) -> int:
 
 def _run(loaded: LoadedSettings) -> int:
     settings = loaded.settings
-    configure_logging(
-        level=settings.logging.level,
-        output_format=settings.logging.format,
-        include_phi=settings.logging.include_phi,
-    )
-    log = get_logger("listener")
+    _configure_logging(settings)
     publisher = make_publisher(settings)
     mismatch = _topology_mismatch(publisher)
     if mismatch:
         print(f"dicom-listener: configuration error: {mismatch}", file=sys.stderr)
         return EXIT_CONFIG
+    stop = _stop_on_signals()
+    if settings.dicom.workers > 1:
+        return supervise(settings, stop, _work)
+    return _serve(settings, publisher, stop)
+
+
+def _configure_logging(settings: Settings, **fields: object) -> None:
+    logging = settings.logging
+    configure_logging(
+        level=logging.level,
+        output_format=logging.format,
+        include_phi=logging.include_phi,
+        fields=fields,
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (handled in this process from now on)."""
+    log = get_logger("listener")
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -259,10 +279,23 @@ def _run(loaded: LoadedSettings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def _serve(
+    settings: Settings,
+    publisher: Publisher,
+    stop: threading.Event,
+    *,
+    worker: WorkerJob | None = None,
+) -> int:
+    """Run the listener until ``stop`` is set: the whole of ``run``, or one worker of it."""
     data_dir = settings.storage.data_dir
     try:
         restrict_permissions(data_dir)
-        service = ListenerService(settings, publisher=publisher)
+        service = ListenerService(
+            settings, publisher=publisher, spool_dir=worker.spool_dir if worker else None
+        )
     except STARTUP_ERRORS as exc:
         print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
         return EXIT_FAILURE
@@ -272,10 +305,23 @@ def _run(loaded: LoadedSettings) -> int:
         service.stop(grace_seconds=0)
         print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
         return EXIT_FAILURE
-    log.info("listener started", version=__version__, output=_output_description(settings))
+    get_logger("listener").info(
+        "listener started", version=__version__, output=_output_description(settings)
+    )
+    if worker is not None:
+        worker.ready.send(True)
     stop.wait()
     service.stop()
     return 0
+
+
+def _work(job: WorkerJob) -> None:
+    """One worker process: a listener on the shared port until SIGTERM (or its parent's death)."""
+    end_with_parent(job.parent_pid)
+    settings = job.settings
+    _configure_logging(settings, worker=job.index)
+    stop = _stop_on_signals()
+    sys.exit(_serve(settings, make_publisher(settings), stop, worker=job))
 
 
 def _topology_mismatch(publisher: Publisher) -> str | None:

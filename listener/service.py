@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from listener.config import Settings
 from listener.dicomweb import DicomWebServer
@@ -48,11 +49,13 @@ class ListenerService:
         *,
         publisher: Publisher,
         clock: Callable[[], float] = time.time,
+        spool_dir: Path | None = None,
     ) -> None:
         data_dir = settings.storage.data_dir
         self._settings = settings
         self._clock = clock
-        self._spool_dir = data_dir / "spool"
+        # One per worker (dicom.workers > 1): start-up clears it, and must not clear a sibling's.
+        self._spool_dir = spool_dir or data_dir / "spool"
         self._files = InstanceFiles(
             data_dir / "instances",
             keep=settings.storage.keep_instances,
