@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         contenders = start(args, work, stack)
         best = run(args, work, contenders)
     for key, rate in best.items():
-        name, size = key.split()
+        _name, size = key.split()
         reference = best.get(f"orthanc-nd {size}")
         ratio = f" ({rate / reference:.2f}x orthanc-nd)" if reference else ""
         print(f"best {key}: {rate:.1f}/s{ratio}")

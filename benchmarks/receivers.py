@@ -84,7 +84,7 @@ def spawn(
     env: dict[str, str] | None = None,
     cwd: Path = REPO,
 ) -> Receiver:
-    """Start ``command`` (from ``cwd``, the repository root) with its output in ``work/<name>.log``."""
+    """Start ``command`` in ``cwd`` (default: this checkout); output to ``work/<name>.log``."""
     log_path = work / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
