@@ -299,7 +299,7 @@ class ListenerService:
 
     def _store(self, incoming: IncomingInstance, record: InstanceRecord, size: int) -> StoreOutcome:
         """Compare with the held version by content digest, apply the policy, place and commit."""
-        record = replace(record, digest=content_digest(incoming.path))
+        record = replace(record, digest=incoming.digest or content_digest(incoming.path))
         with self._sop_locks.hold(record.sop_instance_uid):
             held = self._journal.instance(record.sop_instance_uid)
             resend = compare_resend(held, record)

@@ -66,6 +66,14 @@ class Refusal:
     outcome: StoreOutcome | None = None  # how a refused C-STORE is counted
 
 
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A received C-STORE data set on disk and the SHA-256 of its bytes (File Meta excluded)."""
+
+    path: Path
+    digest: str
+
+
 class Progress:
     """Each window of ``window_seconds`` must bring ``min_bytes_per_second`` x window bytes."""
 
@@ -116,9 +124,12 @@ class Incoming:
             return self._take_command(assoc, context_id, payload, last)
         return self._take_dataset(context_id, payload, last)
 
-    def spooled_path(self) -> Path | None:
-        """The complete spool file of an accepted C-STORE data set."""
-        return self._spool.path if self._spool is not None and self.refusal is None else None
+    def spooled(self) -> Spooled | None:
+        """The complete spool file of an accepted C-STORE data set, with its content digest."""
+        spool = self._spool
+        if spool is None or spool.path is None or self.refusal is not None:
+            return None
+        return Spooled(spool.path, spool.digest)
 
     def discard(self) -> None:
         """Remove the spool file and release the buffer."""

@@ -31,7 +31,6 @@ import time
 import weakref
 from collections.abc import Callable
 from io import BytesIO
-from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom import evt
@@ -42,7 +41,14 @@ from pynetdicom.dimse_primitives import C_CANCEL, DimseServiceType
 from pynetdicom.pdu_primitives import P_DATA
 
 from listener.logs import get_logger
-from listener.scp.incoming import Incoming, ProtocolError, ReceiveLimits, Refusal, response_to
+from listener.scp.incoming import (
+    Incoming,
+    ProtocolError,
+    ReceiveLimits,
+    Refusal,
+    Spooled,
+    response_to,
+)
 
 log = get_logger("listener.scp")
 
@@ -68,7 +74,7 @@ class Receiver(DIMSEServiceProvider):
         self._closed = False
         self._ending_since: float | None = None
         self._refusals: dict[int, Refusal] = {}
-        self._spooled: dict[int, Path] = {}  # delivered C-STORE files, until served
+        self._spooled: dict[int, Spooled] = {}  # delivered C-STORE files, until served
 
     # -- the DUL thread ------------------------------------------------------------------------
 
@@ -105,8 +111,8 @@ class Receiver(DIMSEServiceProvider):
         dimse_message.command_set = message.command
         dimse_message.context_id = message.context_id
         dimse_message.data_set = BytesIO(message.buffer)
-        path = message.spooled_path()
-        dimse_message._data_set_path = path
+        spooled = message.spooled()
+        dimse_message._data_set_path = None if spooled is None else spooled.path
         evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": dimse_message})
         try:
             primitive = dimse_message.message_to_primitive()
@@ -119,8 +125,8 @@ class Receiver(DIMSEServiceProvider):
                 return
             if message.refusal is not None:
                 self._refusals[id(primitive)] = message.refusal
-            if path is not None:
-                self._spooled[id(primitive)] = path
+            if spooled is not None:
+                self._spooled[id(primitive)] = spooled
         if isinstance(primitive, C_CANCEL) and len(self.cancel_req) < 10:
             self.cancel_req[int(primitive.MessageIDBeingRespondedTo or 0)] = primitive
         else:
@@ -149,9 +155,15 @@ class Receiver(DIMSEServiceProvider):
                 self._answer(msg, context_id, refusal)
         finally:
             with self._lock:
-                path = self._spooled.pop(id(msg), None)
-            if path is not None:
-                path.unlink(missing_ok=True)
+                spooled = self._spooled.pop(id(msg), None)
+            if spooled is not None:
+                spooled.path.unlink(missing_ok=True)
+
+    def digest_of(self, request: Any) -> str:
+        """The content digest of a request's spool file, taken while it was written ("" if none)."""
+        with self._lock:
+            spooled = self._spooled.get(id(request))
+        return "" if spooled is None else spooled.digest
 
     def _answer(self, msg: Any, context_id: int, refusal: Refusal) -> None:
         try:
@@ -166,9 +178,9 @@ class Receiver(DIMSEServiceProvider):
         with self._lock:
             self._closed = True
             partial = self._discard_current()
-            paths, self._spooled = list(self._spooled.values()), {}
-        for path in paths:
-            path.unlink(missing_ok=True)
+            spooled, self._spooled = list(self._spooled.values()), {}
+        for done in spooled:
+            done.path.unlink(missing_ok=True)
         if partial is not None:
             log.warning(
                 "association ended mid-message; its partial data removed",

@@ -58,6 +58,7 @@ class IncomingInstance:
     sop_class_uid: str
     sop_instance_uid: str
     calling_ae: str
+    digest: str = ""  # content_digest(path), taken while spooling; "" when unknown
 
 
 class InstanceSink(Protocol):
@@ -203,6 +204,7 @@ class DicomServer:
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             calling_ae=event.assoc.requestor.ae_title,
+            digest=_digest_of(event.assoc, request),
         )
         try:
             outcome = self._sink.receive(incoming)
@@ -311,6 +313,12 @@ def _c_store_status(outcome: StoreOutcome) -> int | Dataset:
     status.Status = STATUS_FOR_OUTCOME[outcome]
     status.ErrorComment = comment
     return status
+
+
+def _digest_of(association: Association, request: C_STORE) -> str:
+    """The content digest the association's receiver took while spooling ``request``."""
+    receiver = association.dimse
+    return receiver.digest_of(request) if isinstance(receiver, receive.Receiver) else ""
 
 
 def _calling_ae(association: Association) -> str:

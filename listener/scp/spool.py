@@ -4,13 +4,15 @@ A :class:`SpoolFile` writes the File Meta Information and then the dataset's byt
 Before each write it checks the instance size limit and the free-space reserve, and any write
 error (ENOSPC, EDQUOT, EIO, ...) is caught: the partial file is removed at once and the write
 answers with the outcome to refuse the instance with. Nothing is created until the first bytes
-arrive, and a refused or discarded file never lingers.
+arrive, and a refused or discarded file never lingers. The dataset's bytes (not the File Meta we
+write) are hashed as they pass, so the content digest needs no second read of the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -45,6 +47,12 @@ class SpoolFile:
         self._refused: StoreOutcome | None = None
         self._free = 0
         self._unchecked = _CHECK_EVERY  # check on the first write
+        self._hash = hashlib.sha256()
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (hex) of the dataset bytes written so far: ``content_digest`` of the file."""
+        return self._hash.hexdigest()
 
     def write(self, data: bytes) -> StoreOutcome | None:
         """Append ``data``; on refusal the file is gone and the outcome to answer is returned.
@@ -69,6 +77,7 @@ class SpoolFile:
             return self._refuse(_outcome_of(exc))
         self._pending_meta = b""
         self.size += len(chunk)
+        self._hash.update(data)
         return None
 
     def finish(self) -> StoreOutcome | None:

@@ -6,11 +6,19 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from listener.config import load_settings
+from listener.instance_files import content_digest
+from listener.metrics import Metrics
 from listener.model import StoreOutcome
+from listener.scp import DicomServer, IncomingInstance
+from listener.scp.incoming import _file_header
 from listener.scp.spool import SpoolFile
+from tests.support import free_port
+from tests.unit.test_ack_path import store
 
 HEADER = b"\0" * 128 + b"DICM"
 
@@ -63,3 +71,46 @@ def test_size_limit_stops_writing_at_once(tmp_path: Path) -> None:
     assert spool.write(b"x" * 9000) is None
     assert spool.write(b"x" * 9000) is StoreOutcome.TOO_LARGE
     assert list(tmp_path.iterdir()) == []
+
+
+def test_digest_is_the_content_digest_of_the_written_file(tmp_path: Path) -> None:
+    """The digest taken while spooling equals content_digest's re-read (File Meta excluded)."""
+    meta = _file_header("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1")
+    spool = SpoolFile(tmp_path, meta=meta, max_bytes=1 << 30, min_free=0)
+    for chunk in (b"\x08\x00\x16\x00UI", b"y" * 70_000, b"z" * 3):
+        assert spool.write(chunk) is None
+    assert spool.finish() is None
+    assert spool.path is not None
+
+    assert spool.digest == content_digest(spool.path)
+
+
+class RecordingSink:
+    """Keeps what each received instance carried, and the content digest of its file."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[IncomingInstance, str]] = []
+
+    def receive(self, incoming: IncomingInstance) -> StoreOutcome:
+        self.received.append((incoming, content_digest(incoming.path)))
+        return StoreOutcome.STORED
+
+
+def test_a_received_instance_carries_its_content_digest(tmp_path: Path) -> None:
+    """The sink gets the spool file's content digest with it, so it need not read the file again."""
+    port = free_port()
+    settings = load_settings(
+        None, {"LISTENER_DICOM__PORT": str(port), "LISTENER_DICOM__HOST": "127.0.0.1"}
+    ).settings
+    sink = RecordingSink()
+    server = DicomServer(
+        settings.dicom, sink, spool_dir=tmp_path, metrics=Metrics(), procedures=cast(Any, None)
+    )
+    server.start()
+    try:
+        assert store(port, count=2) == [0x0000, 0x0000]
+    finally:
+        server.stop(grace_seconds=1)
+
+    assert [incoming.digest for incoming, _ in sink.received] == [d for _, d in sink.received]
+    assert all(len(digest) == 64 for _, digest in sink.received)
