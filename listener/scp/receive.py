@@ -75,6 +75,7 @@ class Receiver(DIMSEServiceProvider):
         self._ending_since: float | None = None
         self._refusals: dict[int, Refusal] = {}
         self._spooled: dict[int, Spooled] = {}  # delivered C-STORE files, until served
+        self._arrived = threading.Event()  # a message was queued for the association thread
 
     # -- the DUL thread ------------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class Receiver(DIMSEServiceProvider):
             self.cancel_req[int(primitive.MessageIDBeingRespondedTo or 0)] = primitive
         else:
             self.msg_queue.put((int(message.context_id or 0), cast(DimseServiceType, primitive)))
+            self._arrived.set()
 
     def _abort(self, reason: str) -> None:
         """A-P-ABORT now (from the DUL thread), dropping the message in progress."""
@@ -141,6 +143,12 @@ class Receiver(DIMSEServiceProvider):
         self.dul.event_queue.put("Evt19")  # invalid PDU: the state machine sends the A-ABORT
 
     # -- the association thread ----------------------------------------------------------------
+
+    def wait_for_message(self, timeout: float) -> None:
+        """Return once a message is queued for serving, or after ``timeout`` (wakeup.py)."""
+        self._arrived.clear()
+        if self.msg_queue.empty():
+            self._arrived.wait(timeout)
 
     def serve(
         self, original: Callable[[DimseServiceType, int], None], msg: Any, context_id: int
