@@ -311,7 +311,8 @@ class ListenerService:
             if refused is not None:
                 incoming.path.unlink(missing_ok=True)
                 return refused
-            return self._commit(self._files.place(incoming.path, record, size=size))
+            placed = self._files.place(incoming.path, record, size=size, synced=incoming.synced)
+            return self._commit(placed)
 
     def _apply_changed_policy(
         self, incoming: IncomingInstance, held: InstanceRecord, record: InstanceRecord

@@ -7,6 +7,8 @@ data set is held in memory up to a bound. Once refused, the rest of the data set
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -72,6 +74,7 @@ class Spooled:
 
     path: Path
     digest: str
+    synced: Callable[[], None] | None  # waits for the file's data sync (raises its OSError)
 
 
 class Progress:
@@ -101,8 +104,11 @@ class Progress:
 class Incoming:
     """The state of the message being received (used under its receiver's lock)."""
 
-    def __init__(self, limits: ReceiveLimits, started: float) -> None:
+    def __init__(
+        self, limits: ReceiveLimits, started: float, syncer: Executor | None = None
+    ) -> None:
         self._limits = limits
+        self._syncer = syncer
         self.progress = Progress(limits, started)
         self.received = 0
         self._command_bytes = bytearray()
@@ -129,7 +135,8 @@ class Incoming:
         spool = self._spool
         if spool is None or spool.path is None or self.refusal is not None:
             return None
-        return Spooled(spool.path, spool.digest)
+        synced = spool.synced
+        return Spooled(spool.path, spool.digest, None if synced is None else synced.result)
 
     def discard(self) -> None:
         """Remove the spool file and release the buffer."""
@@ -181,6 +188,7 @@ class Incoming:
             meta=header,
             max_bytes=limits.max_instance_bytes,
             min_free=limits.min_free_bytes,
+            syncer=self._syncer,
         )
 
     def _take_dataset(self, context_id: int, payload: bytes, last: bool) -> bool:

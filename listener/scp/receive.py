@@ -30,6 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Executor
 from io import BytesIO
 from typing import Any, cast
 
@@ -64,10 +65,15 @@ class Receiver(DIMSEServiceProvider):
     """The DIMSE provider of one accepted association (``receive_primitive`` runs on its DUL)."""
 
     def __init__(
-        self, assoc: Association, limits: ReceiveLimits, on_refused: RefusalHandler
+        self,
+        assoc: Association,
+        limits: ReceiveLimits,
+        on_refused: RefusalHandler,
+        syncer: Executor | None = None,
     ) -> None:
         super().__init__(assoc)
         self._limits = limits
+        self._syncer = syncer
         self._on_refused = on_refused
         self._lock = threading.Lock()
         self._current: Incoming | None = None
@@ -100,7 +106,7 @@ class Receiver(DIMSEServiceProvider):
             raise ProtocolError("empty presentation data value")
         message = self._current
         if message is None:
-            message = self._current = Incoming(self._limits, time.monotonic())
+            message = self._current = Incoming(self._limits, time.monotonic(), self._syncer)
         complete = message.take(self.assoc, context_id, data[0], data[1:])
         if complete:
             self._current = None
@@ -167,11 +173,10 @@ class Receiver(DIMSEServiceProvider):
             if spooled is not None:
                 spooled.path.unlink(missing_ok=True)
 
-    def digest_of(self, request: Any) -> str:
-        """The content digest of a request's spool file, taken while it was written ("" if none)."""
+    def spooled_of(self, request: Any) -> Spooled | None:
+        """A request's spool file, its content digest and its data sync (None if none)."""
         with self._lock:
-            spooled = self._spooled.get(id(request))
-        return "" if spooled is None else spooled.digest
+            return self._spooled.get(id(request))
 
     def _answer(self, msg: Any, context_id: int, refusal: Refusal) -> None:
         try:
@@ -282,9 +287,17 @@ class Watchdog:
                     receiver.cut(reason)
 
 
-def install(assoc: Association, limits: ReceiveLimits, on_refused: RefusalHandler) -> Receiver:
-    """Make a new association receive through a :class:`Receiver` (before its threads start)."""
-    receiver = Receiver(assoc, limits, on_refused)
+def install(
+    assoc: Association,
+    limits: ReceiveLimits,
+    on_refused: RefusalHandler,
+    syncer: Executor | None = None,
+) -> Receiver:
+    """Make a new association receive through a :class:`Receiver` (before its threads start).
+
+    ``syncer``: where complete spool files are fsynced, beside the C-STORE handler.
+    """
+    receiver = Receiver(assoc, limits, on_refused, syncer)
     assoc.dimse = receiver
     original_serve, original_kill = assoc._serve_request, assoc.kill
 

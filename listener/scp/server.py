@@ -13,7 +13,8 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +46,9 @@ from listener.scp.report_channel import STORAGE_COMMITMENT
 
 log = get_logger("listener.scp")
 _MB = 1024 * 1024
+# Threads that fsync complete spool files beside the C-STORE handlers (fsync releases the GIL;
+# more than the disk can overlap gains nothing).
+_SYNC_THREADS = 4
 
 # Refused connections and rejected associations: log lines per source address and minute.
 REFUSALS_LOGGED, REFUSAL_WINDOW_SECONDS = 10, 60.0
@@ -59,6 +63,9 @@ class IncomingInstance:
     sop_instance_uid: str
     calling_ae: str
     digest: str = ""  # content_digest(path), taken while spooling; "" when unknown
+    # Waits for the file's data sync started when it was complete (raises its OSError); None:
+    # the sink must fsync the file itself.
+    synced: Callable[[], None] | None = None
 
 
 class InstanceSink(Protocol):
@@ -111,6 +118,7 @@ class DicomServer:
         )
         self._stats_lock = threading.Lock()
         self._refusal_log = PerKeyLimit(limit=REFUSALS_LOGGED, window=REFUSAL_WINDOW_SECONDS)
+        self._syncer: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         """Bind the port and start accepting associations."""
@@ -120,6 +128,7 @@ class DicomServer:
         tempfile.tempdir = str(self._spool_dir)
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"
+        self._syncer = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="spool-sync")
         wakeup.install()  # the DUL answers as soon as there is work, not at its next 1 ms poll
         settings = self._settings
         syntaxes = transfer_syntaxes()
@@ -194,17 +203,22 @@ class DicomServer:
             )
             association.abort()
         self._log_suppressed_refusals(all_windows=True)
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
         log.info("dicom stopped")
 
     def _on_c_store(self, event: evt.Event) -> int | Dataset:
         request = event.request
         assert isinstance(request, C_STORE)
+        receiver = event.assoc.dimse
+        spooled = receiver.spooled_of(request) if isinstance(receiver, receive.Receiver) else None
         incoming = IncomingInstance(
             path=Path(event.dataset_path),
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             calling_ae=event.assoc.requestor.ae_title,
-            digest=_digest_of(event.assoc, request),
+            digest="" if spooled is None else spooled.digest,
+            synced=None if spooled is None else spooled.synced,
         )
         try:
             outcome = self._sink.receive(incoming)
@@ -223,7 +237,8 @@ class DicomServer:
 
     def _on_connection(self, event: evt.Event) -> None:
         """Receive this association's messages through a bounded :class:`Receiver`."""
-        self._watchdog.add(receive.install(event.assoc, self._limits, self._on_refused))
+        receiver = receive.install(event.assoc, self._limits, self._on_refused, self._syncer)
+        self._watchdog.add(receiver)
 
     def _on_refused(
         self, association: Association, request: DimseServiceType, refusal: Refusal
@@ -313,12 +328,6 @@ def _c_store_status(outcome: StoreOutcome) -> int | Dataset:
     status.Status = STATUS_FOR_OUTCOME[outcome]
     status.ErrorComment = comment
     return status
-
-
-def _digest_of(association: Association, request: C_STORE) -> str:
-    """The content digest the association's receiver took while spooling ``request``."""
-    receiver = association.dimse
-    return receiver.digest_of(request) if isinstance(receiver, receive.Receiver) else ""
 
 
 def _calling_ae(association: Association) -> str:

@@ -6,6 +6,11 @@ error (ENOSPC, EDQUOT, EIO, ...) is caught: the partial file is removed at once 
 answers with the outcome to refuse the instance with. Nothing is created until the first bytes
 arrive, and a refused or discarded file never lingers. The dataset's bytes (not the File Meta we
 write) are hashed as they pass, so the content digest needs no second read of the file.
+
+With a ``syncer`` (a small thread pool), :meth:`SpoolFile.finish` hands the complete file to it to
+be fsynced and closed: the data sync then runs while the C-STORE handler reads the header and
+looks up the journal (fsync releases the GIL), and the handler waits for :attr:`SpoolFile.synced`
+before the file is moved into place, so nothing is acknowledged before its data is on disk.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import errno
 import hashlib
 import os
 import tempfile
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 from listener.model import StoreOutcome
@@ -34,7 +40,15 @@ def free_bytes(directory: Path) -> int:
 class SpoolFile:
     """A spool file being written; refused (and removed) as soon as it cannot be kept."""
 
-    def __init__(self, directory: Path, *, meta: bytes, max_bytes: int, min_free: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        meta: bytes,
+        max_bytes: int,
+        min_free: int,
+        syncer: Executor | None = None,
+    ) -> None:
         """``meta``: what precedes the dataset in the file (preamble, DICM, File Meta)."""
         self._directory = directory
         self._pending_meta = meta
@@ -48,6 +62,8 @@ class SpoolFile:
         self._free = 0
         self._unchecked = _CHECK_EVERY  # check on the first write
         self._hash = hashlib.sha256()
+        self._syncer = syncer
+        self.synced: Future[None] | None = None  # the data sync started by finish()
 
     @property
     def digest(self) -> str:
@@ -81,9 +97,16 @@ class SpoolFile:
         return None
 
     def finish(self) -> StoreOutcome | None:
-        """Close the file (it stays, for the C-STORE handler); on a close error, refuse."""
+        """Close the file (it stays, for the C-STORE handler); on a close error, refuse.
+
+        With a syncer the file is fsynced and closed there; :attr:`synced` says when (and raises
+        the OSError of a failed sync or close).
+        """
         fd, self._fd = self._fd, None
         if fd is None:
+            return None
+        if self._syncer is not None:
+            self.synced = self._syncer.submit(_sync_and_close, fd)
             return None
         try:
             os.close(fd)
@@ -123,6 +146,14 @@ class SpoolFile:
         self.discard()
         self._refused = outcome
         return outcome
+
+
+def _sync_and_close(fd: int) -> None:
+    """Make ``fd``'s data durable (fsync), then close it, also when the sync fails."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

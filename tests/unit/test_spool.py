@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -86,23 +87,33 @@ def test_digest_is_the_content_digest_of_the_written_file(tmp_path: Path) -> Non
 
 
 class RecordingSink:
-    """Keeps what each received instance carried, and the content digest of its file."""
+    """Keeps what each received instance carried, its file's digest, and who fsynced the file."""
 
-    def __init__(self) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.received: list[tuple[IncomingInstance, str]] = []
+        self.synced_by: dict[str, str] = {}  # file -> thread that fsynced it
+        fsync = os.fsync
+
+        def spied(descriptor: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{descriptor}")
+            fsync(descriptor)
+            self.synced_by[path] = threading.current_thread().name
+
+        monkeypatch.setattr(os, "fsync", spied)
 
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         self.received.append((incoming, content_digest(incoming.path)))
+        assert incoming.synced is not None
+        incoming.synced()
         return StoreOutcome.STORED
 
 
-def test_a_received_instance_carries_its_content_digest(tmp_path: Path) -> None:
-    """The sink gets the spool file's content digest with it, so it need not read the file again."""
+def received_by_a_server(tmp_path: Path, sink: RecordingSink) -> None:
+    """Two C-STOREs received by a DicomServer handing them to ``sink``."""
     port = free_port()
     settings = load_settings(
         None, {"LISTENER_DICOM__PORT": str(port), "LISTENER_DICOM__HOST": "127.0.0.1"}
     ).settings
-    sink = RecordingSink()
     server = DicomServer(
         settings.dicom, sink, spool_dir=tmp_path, metrics=Metrics(), procedures=cast(Any, None)
     )
@@ -112,5 +123,25 @@ def test_a_received_instance_carries_its_content_digest(tmp_path: Path) -> None:
     finally:
         server.stop(grace_seconds=1)
 
+
+def test_a_received_instance_carries_its_content_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink gets the spool file's content digest with it, so it need not read the file again."""
+    sink = RecordingSink(monkeypatch)
+    received_by_a_server(tmp_path, sink)
+
     assert [incoming.digest for incoming, _ in sink.received] == [d for _, d in sink.received]
     assert all(len(digest) == 64 for _, digest in sink.received)
+
+
+def test_a_received_file_is_fsynced_beside_the_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool file's fsync starts when it is complete, on a sync thread; synced() awaits it."""
+    sink = RecordingSink(monkeypatch)
+    received_by_a_server(tmp_path, sink)
+
+    assert len(sink.received) == 2
+    for incoming, _ in sink.received:
+        assert sink.synced_by[str(incoming.path)].startswith("spool-sync")
