@@ -6,7 +6,8 @@ from that directory, so two commits can be compared in one run), ``orthanc-nd`` 
 ``TCP_NODELAY=1``) and the bare pynetdicom SCP, then sends R rounds of a fresh small and a fresh
 large study to each in turn with one ``storescu`` (``TCP_NODELAY=1``). Every send is checked
 (storescu's responses; the listener's ImagingStudy; Orthanc's index). It prints each round's
-rates, the best of the rounds and each listener's best over ``orthanc-nd``'s. The full table is
+rates (and the receiver's CPU time per instance, user + system, all its threads), the best of the
+rounds and each listener's best over ``orthanc-nd``'s. The full table is
 :mod:`benchmarks.throughput`'s; this is for measuring one lever in a few minutes on a noisy
 machine, where only rates taken in the same run are comparable.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -77,15 +79,25 @@ def start(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
     return contenders
 
 
-def measure(contender: Contender, root: Path, count: int, uid: str, logs: Path) -> float | None:
-    """Instances/s of one send of the study under ``root``; None when anything is missing."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    contender: Contender, root: Path, count: int, uid: str, logs: Path
+) -> tuple[float, float] | None:
+    """Instances/s and CPU ms per instance of one send; None when anything is missing."""
     receiver = contender.receiver
+    cpu = cpu_seconds(receiver.process.pid)
     send = dcmtk.send(
         receiver.port, receiver.called_ae, [root], count, tcp_nodelay=True, log_dir=logs
     )
     if send.problem:
         print(f"{receiver.name}: {send.problem}", file=sys.stderr)
         return None
+    cpu_ms = (cpu_seconds(receiver.process.pid) - cpu) * 1000 / count
     if contender.topology is not None:
         with StudyReader(contender.topology) as reader:
             arrived = reader.wait([uid], timeout=PUBLISH_TIMEOUT_SECONDS).get(uid)
@@ -97,7 +109,7 @@ def measure(contender: Contender, root: Path, count: int, uid: str, logs: Path) 
         if found != count:
             print(f"{receiver.name}: Orthanc holds {found}/{count}", file=sys.stderr)
             return None
-    return count / send.seconds
+    return count / send.seconds, cpu_ms
 
 
 def run(args: argparse.Namespace, work: Path, contenders: list[Contender]) -> dict[str, float]:
@@ -115,10 +127,13 @@ def run(args: argparse.Namespace, work: Path, contenders: list[Contender]) -> di
                 study = write_study(
                     templates[size], work / f"r{round_}-{size}-{name}", counts[size]
                 )
-                rate = measure(contender, study.root, study.count, study.uid, logs)
-                line.append(f"{name} {rate:.1f}" if rate else f"{name} FAILED")
+                measured = measure(contender, study.root, study.count, study.uid, logs)
+                rate, cpu_ms = measured or (0.0, 0.0)
+                line.append(
+                    f"{name} {rate:.1f} ({cpu_ms:.1f} ms cpu)" if rate else f"{name} FAILED"
+                )
                 key = f"{name} {size}"
-                best[key] = max(best.get(key, 0.0), rate or 0.0)
+                best[key] = max(best.get(key, 0.0), rate)
             print(f"round {round_ + 1} {size}: " + ", ".join(line), flush=True)
     return best
 
