@@ -149,9 +149,9 @@ class SpoolFile:
 
 
 def _sync_and_close(fd: int) -> None:
-    """Make ``fd``'s data durable (fsync), then close it, also when the sync fails."""
+    """Make ``fd``'s data and size durable (fdatasync), then close it, also if the sync fails."""
     try:
-        os.fsync(fd)
+        os.fdatasync(fd)
     finally:
         os.close(fd)
 

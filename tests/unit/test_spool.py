@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -92,14 +92,16 @@ class RecordingSink:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.received: list[tuple[IncomingInstance, str]] = []
         self.synced_by: dict[str, str] = {}  # file -> thread that fsynced it
-        fsync = os.fsync
+        for name in ("fsync", "fdatasync"):
+            monkeypatch.setattr(os, name, self._spy(getattr(os, name)))
 
+    def _spy(self, sync: Callable[[int], None]) -> Callable[[int], None]:
         def spied(descriptor: int) -> None:
             path = os.readlink(f"/proc/self/fd/{descriptor}")
-            fsync(descriptor)
+            sync(descriptor)
             self.synced_by[path] = threading.current_thread().name
 
-        monkeypatch.setattr(os, "fsync", spied)
+        return spied
 
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         self.received.append((incoming, content_digest(incoming.path)))
