@@ -19,10 +19,11 @@ from pydicom.uid import UID
 from pydicom.valuerep import VR
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import _MESSAGE_TYPES
-from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
+from pynetdicom.dsutils import decode
 
 from listener.model import StoreOutcome
 from listener.scp.contexts import STATUS_FOR_OUTCOME
+from listener.scp.file_meta import file_header
 from listener.scp.spool import SpoolFile
 
 C_STORE_RQ = 0x0001
@@ -176,7 +177,7 @@ class Incoming:
         syntax = _uid(context.transfer_syntax[0])
         self._explicit_vr = _explicit_vr(syntax)
         try:
-            header = _file_header(
+            header = file_header(
                 sop_class, _uid(self.command.get("AffectedSOPInstanceUID")), syntax
             )
         except Exception:  # noqa: BLE001 - any UID pydicom cannot write is unusable
@@ -265,16 +266,6 @@ def response_to(request: Any, refusal: Refusal) -> Any:
     comment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in refusal.reason)
     response.ErrorComment = comment[:64]  # LO: no backslash or control characters
     return response
-
-
-def _file_header(sop_class: str, sop_instance: str, syntax: str) -> bytes:
-    """Preamble, DICM prefix and File Meta Information of a spooled instance."""
-    meta = create_file_meta(
-        sop_class_uid=UID(sop_class),
-        sop_instance_uid=UID(sop_instance),
-        transfer_syntax=UID(syntax),
-    )
-    return b"\0" * 128 + b"DICM" + encode_file_meta(meta)
 
 
 def _explicit_vr(syntax: str) -> bool:

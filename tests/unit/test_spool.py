@@ -5,18 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from pydicom.uid import UID
+from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from listener.config import load_settings
 from listener.instance_files import content_digest
 from listener.metrics import Metrics
 from listener.model import StoreOutcome
 from listener.scp import DicomServer, IncomingInstance
-from listener.scp.incoming import _file_header
+from listener.scp.file_meta import file_header
 from listener.scp.spool import SpoolFile
 from tests.support import free_port
 from tests.unit.test_ack_path import store
@@ -76,7 +79,7 @@ def test_size_limit_stops_writing_at_once(tmp_path: Path) -> None:
 
 def test_digest_is_the_content_digest_of_the_written_file(tmp_path: Path) -> None:
     """The digest taken while spooling equals content_digest's re-read (File Meta excluded)."""
-    meta = _file_header("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1")
+    meta = file_header("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1")
     spool = SpoolFile(tmp_path, meta=meta, max_bytes=1 << 30, min_free=0)
     for chunk in (b"\x08\x00\x16\x00UI", b"y" * 70_000, b"z" * 3):
         assert spool.write(chunk) is None
@@ -147,3 +150,26 @@ def test_a_received_file_is_fsynced_beside_the_handler(
     assert len(sink.received) == 2
     for incoming, _ in sink.received:
         assert sink.synced_by[str(incoming.path)].startswith("spool-sync")
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "sop_instance", "syntax"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1"),  # odd lengths: padded
+        ("1.2.840.10008.5.1.4.1.1.12", "1.2.3", "1.2.840.10008.1.2"),
+        ("1.2.840.10008.5.1.4.1.1.2", "1." + "2" * 62, "1.2.840.10008.1.2.4.50"),  # 64 chars
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.3 x", "1.2.840.10008.1.2.1"),  # not plain: pydicom
+    ],
+)
+def test_file_header_is_what_pydicom_writes(sop_class: str, sop_instance: str, syntax: str) -> None:
+    """The directly encoded File Meta is byte for byte pydicom's (pynetdicom's create_file_meta)."""
+    meta = create_file_meta(
+        sop_class_uid=UID(sop_class),
+        sop_instance_uid=UID(sop_instance),
+        transfer_syntax=UID(syntax),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = HEADER + encode_file_meta(meta)
+
+    assert file_header(sop_class, sop_instance, syntax) == expected
