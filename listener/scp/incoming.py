@@ -8,7 +8,6 @@ data set is held in memory up to a bound. Once refused, the rest of the data set
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -25,6 +24,7 @@ from listener.model import StoreOutcome
 from listener.scp.contexts import STATUS_FOR_OUTCOME
 from listener.scp.file_meta import file_header
 from listener.scp.spool import SpoolFile
+from listener.scp.spool_pool import SpoolPool
 
 C_STORE_RQ = 0x0001
 NO_DATASET = 0x0101  # CommandDataSetType: no data set follows
@@ -106,10 +106,10 @@ class Incoming:
     """The state of the message being received (used under its receiver's lock)."""
 
     def __init__(
-        self, limits: ReceiveLimits, started: float, syncer: Executor | None = None
+        self, limits: ReceiveLimits, started: float, pool: SpoolPool | None = None
     ) -> None:
         self._limits = limits
-        self._syncer = syncer
+        self._pool = pool
         self.progress = Progress(limits, started)
         self.received = 0
         self._command_bytes = bytearray()
@@ -189,7 +189,7 @@ class Incoming:
             meta=header,
             max_bytes=limits.max_instance_bytes,
             min_free=limits.min_free_bytes,
-            syncer=self._syncer,
+            pool=self._pool,
         )
 
     def _take_dataset(self, context_id: int, payload: bytes, last: bool) -> bool:

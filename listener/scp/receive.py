@@ -30,7 +30,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Executor
 from io import BytesIO
 from typing import Any, cast
 
@@ -50,6 +49,7 @@ from listener.scp.incoming import (
     Spooled,
     response_to,
 )
+from listener.scp.spool_pool import SpoolPool
 
 log = get_logger("listener.scp")
 
@@ -69,11 +69,11 @@ class Receiver(DIMSEServiceProvider):
         assoc: Association,
         limits: ReceiveLimits,
         on_refused: RefusalHandler,
-        syncer: Executor | None = None,
+        pool: SpoolPool | None = None,
     ) -> None:
         super().__init__(assoc)
         self._limits = limits
-        self._syncer = syncer
+        self._pool = pool
         self._on_refused = on_refused
         self._lock = threading.Lock()
         self._current: Incoming | None = None
@@ -106,7 +106,7 @@ class Receiver(DIMSEServiceProvider):
             raise ProtocolError("empty presentation data value")
         message = self._current
         if message is None:
-            message = self._current = Incoming(self._limits, time.monotonic(), self._syncer)
+            message = self._current = Incoming(self._limits, time.monotonic(), self._pool)
         complete = message.take(self.assoc, context_id, data[0], data[1:])
         if complete:
             self._current = None
@@ -291,13 +291,13 @@ def install(
     assoc: Association,
     limits: ReceiveLimits,
     on_refused: RefusalHandler,
-    syncer: Executor | None = None,
+    pool: SpoolPool | None = None,
 ) -> Receiver:
     """Make a new association receive through a :class:`Receiver` (before its threads start).
 
-    ``syncer``: where complete spool files are fsynced, beside the C-STORE handler.
+    ``pool``: ready spool files, and where complete ones are fsynced beside the handler.
     """
-    receiver = Receiver(assoc, limits, on_refused, syncer)
+    receiver = Receiver(assoc, limits, on_refused, pool)
     assoc.dimse = receiver
     original_serve, original_kill = assoc._serve_request, assoc.kill
 

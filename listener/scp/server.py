@@ -14,7 +14,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,12 +42,10 @@ from listener.scp.guard import GuardedServer, server_tls_context
 from listener.scp.incoming import ReceiveLimits, Refusal
 from listener.scp.negotiation import StorageNegotiation
 from listener.scp.report_channel import STORAGE_COMMITMENT
+from listener.scp.spool_pool import SpoolPool
 
 log = get_logger("listener.scp")
 _MB = 1024 * 1024
-# Threads that fsync complete spool files beside the C-STORE handlers (fsync releases the GIL;
-# more than the disk can overlap gains nothing).
-_SYNC_THREADS = 4
 
 # Refused connections and rejected associations: log lines per source address and minute.
 REFUSALS_LOGGED, REFUSAL_WINDOW_SECONDS = 10, 60.0
@@ -118,7 +115,7 @@ class DicomServer:
         )
         self._stats_lock = threading.Lock()
         self._refusal_log = PerKeyLimit(limit=REFUSALS_LOGGED, window=REFUSAL_WINDOW_SECONDS)
-        self._syncer: ThreadPoolExecutor | None = None
+        self._spool_pool: SpoolPool | None = None
 
     def start(self) -> None:
         """Bind the port and start accepting associations."""
@@ -128,7 +125,7 @@ class DicomServer:
         tempfile.tempdir = str(self._spool_dir)
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"
-        self._syncer = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="spool-sync")
+        self._spool_pool = SpoolPool(self._spool_dir)
         wakeup.install()  # the DUL answers as soon as there is work, not at its next 1 ms poll
         settings = self._settings
         syntaxes = transfer_syntaxes()
@@ -203,8 +200,8 @@ class DicomServer:
             )
             association.abort()
         self._log_suppressed_refusals(all_windows=True)
-        if self._syncer is not None:
-            self._syncer.shutdown(wait=True)
+        if self._spool_pool is not None:
+            self._spool_pool.close()
         log.info("dicom stopped")
 
     def _on_c_store(self, event: evt.Event) -> int | Dataset:
@@ -237,7 +234,7 @@ class DicomServer:
 
     def _on_connection(self, event: evt.Event) -> None:
         """Receive this association's messages through a bounded :class:`Receiver`."""
-        receiver = receive.install(event.assoc, self._limits, self._on_refused, self._syncer)
+        receiver = receive.install(event.assoc, self._limits, self._on_refused, self._spool_pool)
         self._watchdog.add(receiver)
 
     def _on_refused(

@@ -7,10 +7,11 @@ answers with the outcome to refuse the instance with. Nothing is created until t
 arrive, and a refused or discarded file never lingers. The dataset's bytes (not the File Meta we
 write) are hashed as they pass, so the content digest needs no second read of the file.
 
-With a ``syncer`` (a small thread pool), :meth:`SpoolFile.finish` hands the complete file to it to
-be fsynced and closed: the data sync then runs while the C-STORE handler reads the header and
-looks up the journal (fsync releases the GIL), and the handler waits for :attr:`SpoolFile.synced`
-before the file is moved into place, so nothing is acknowledged before its data is on disk.
+With a :class:`~listener.scp.spool_pool.SpoolPool`, a spool file is one the pool made ready, and
+:meth:`SpoolFile.finish` hands the complete file to the pool's threads to be fsynced and closed:
+the data sync then runs while the C-STORE handler reads the header and looks up the journal
+(fsync releases the GIL), and the handler waits for :attr:`SpoolFile.synced` before the file is
+moved into place, so nothing is acknowledged before its data is on disk.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import errno
 import hashlib
 import os
 import tempfile
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from pathlib import Path
 
 from listener.model import StoreOutcome
+from listener.scp.spool_pool import SpoolPool
 
 # Free space is asked of the file system at most once per this many bytes written (statvfs is
 # cheap, but not per 16 KiB PDV); in between it is estimated from what was written.
@@ -47,7 +49,7 @@ class SpoolFile:
         meta: bytes,
         max_bytes: int,
         min_free: int,
-        syncer: Executor | None = None,
+        pool: SpoolPool | None = None,
     ) -> None:
         """``meta``: what precedes the dataset in the file (preamble, DICM, File Meta)."""
         self._directory = directory
@@ -62,7 +64,7 @@ class SpoolFile:
         self._free = 0
         self._unchecked = _CHECK_EVERY  # check on the first write
         self._hash = hashlib.sha256()
-        self._syncer = syncer
+        self._pool = pool
         self.synced: Future[None] | None = None  # the data sync started by finish()
 
     @property
@@ -85,8 +87,7 @@ class SpoolFile:
             return self._refuse(StoreOutcome.OUT_OF_RESOURCES)
         try:
             if self._fd is None:
-                fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._directory)
-                self._fd, self.path = fd, Path(name)
+                self._fd, self.path = self._create()
             _write_all(self._fd, chunk)
         except OSError as exc:
             self.error = f"{exc.strerror or exc} (errno {exc.errno})"
@@ -99,15 +100,16 @@ class SpoolFile:
     def finish(self) -> StoreOutcome | None:
         """Close the file (it stays, for the C-STORE handler); on a close error, refuse.
 
-        With a syncer the file is fsynced and closed there; :attr:`synced` says when (and raises
-        the OSError of a failed sync or close).
+        With a pool the file is fsynced and closed on its threads; :attr:`synced` says when (and
+        raises the OSError of a failed sync or close).
         """
         fd, self._fd = self._fd, None
         if fd is None:
             return None
-        if self._syncer is not None:
-            self.synced = self._syncer.submit(_sync_and_close, fd)
-            return None
+        if self._pool is not None:
+            self.synced = self._pool.sync_and_close(fd)
+            if self.synced is not None:
+                return None
         try:
             os.close(fd)
         except OSError as exc:
@@ -125,6 +127,12 @@ class SpoolFile:
         if path is not None:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+    def _create(self) -> tuple[int, Path]:
+        if self._pool is not None:
+            return self._pool.take()
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._directory)
+        return fd, Path(name)
 
     def _has_room(self, size: int) -> bool:
         if self._min_free <= 0:
@@ -146,14 +154,6 @@ class SpoolFile:
         self.discard()
         self._refused = outcome
         return outcome
-
-
-def _sync_and_close(fd: int) -> None:
-    """Make ``fd``'s data and size durable (fdatasync), then close it, also if the sync fails."""
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

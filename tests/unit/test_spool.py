@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,7 +22,8 @@ from listener.model import StoreOutcome
 from listener.scp import DicomServer, IncomingInstance
 from listener.scp.file_meta import file_header
 from listener.scp.spool import SpoolFile
-from tests.support import free_port
+from listener.scp.spool_pool import SpoolPool
+from tests.support import free_port, wait_for
 from tests.unit.test_ack_path import store
 
 HEADER = b"\0" * 128 + b"DICM"
@@ -173,3 +175,46 @@ def test_file_header_is_what_pydicom_writes(sop_class: str, sop_instance: str, s
         expected = HEADER + encode_file_meta(meta)
 
     assert file_header(sop_class, sop_instance, syntax) == expected
+
+
+def test_a_pool_keeps_files_ready_and_removes_the_unused_ones(tmp_path: Path) -> None:
+    """Spool files are made ahead, on the pool's threads; closing the pool leaves no empty file."""
+    pool = SpoolPool(tmp_path, ready=3)
+    try:
+        wait_for(lambda: len(list(tmp_path.iterdir())) == 3, timeout=10, what="3 ready files")
+        fd, path = pool.take()
+        os.close(fd)
+        assert path.parent == tmp_path
+        wait_for(lambda: len(list(tmp_path.iterdir())) == 4, timeout=10, what="a refill")
+    finally:
+        pool.close()
+
+    assert list(tmp_path.iterdir()) == [path]  # the one taken stays: its owner removes it
+
+
+def test_spooling_with_a_pool_creates_no_file_on_the_writing_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reading thread writes into a ready file; creating files is the pool threads' work."""
+    creators: list[str] = []
+    mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        creators.append(threading.current_thread().name)
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    pool = SpoolPool(tmp_path, ready=2)
+    try:
+        wait_for(lambda: len(creators) == 2, timeout=10, what="2 ready files")
+        spool = SpoolFile(tmp_path, meta=HEADER, max_bytes=1 << 20, min_free=0, pool=pool)
+        assert spool.write(b"x" * 100) is None
+        assert spool.finish() is None
+        assert spool.synced is not None
+        spool.synced.result(timeout=10)
+    finally:
+        pool.close()
+
+    assert threading.current_thread().name not in creators
+    assert spool.path is not None
+    assert spool.path.read_bytes() == HEADER + b"x" * 100
