@@ -49,6 +49,7 @@ from listener.scp.incoming import (
     Spooled,
     response_to,
 )
+from listener.scp.response import send_plain_response
 from listener.scp.spool_pool import SpoolPool
 
 log = get_logger("listener.scp")
@@ -177,6 +178,11 @@ class Receiver(DIMSEServiceProvider):
         """A request's spool file, its content digest and its data sync (None if none)."""
         with self._lock:
             return self._spooled.get(id(request))
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """Send a DIMSE message; a plain C-STORE response skips pydicom (``response.py``)."""
+        if not send_plain_response(self, primitive, context_id):
+            super().send_msg(primitive, context_id)
 
     def _answer(self, msg: Any, context_id: int, refusal: Refusal) -> None:
         try:

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 from pydicom.uid import UID
+from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from listener.config import load_settings
@@ -218,3 +219,20 @@ def test_spooling_with_a_pool_creates_no_file_on_the_writing_thread(
     assert threading.current_thread().name not in creators
     assert spool.path is not None
     assert spool.path.read_bytes() == HEADER + b"x" * 100
+
+
+def test_c_store_responses_skip_pynetdicoms_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain C-STORE response is sent without pynetdicom building a command-set message."""
+    built: list[str] = []
+    original = C_STORE_RSP.primitive_to_message
+
+    def recording(message: C_STORE_RSP, primitive: Any) -> None:
+        built.append(type(primitive).__name__)
+        original(message, primitive)
+
+    monkeypatch.setattr(C_STORE_RSP, "primitive_to_message", recording)
+    received_by_a_server(tmp_path, RecordingSink(monkeypatch))  # the SCU's side answers 0x0000
+
+    assert built == []
