@@ -60,7 +60,7 @@ class InstanceFiles:
             synced()
         else:
             with spooled.open("rb") as handle:
-                os.fsync(handle.fileno())
+                os.fdatasync(handle.fileno())  # data and size: what reading it back needs
         os.replace(spooled, target)
         fsync_directory(target.parent)
         return replace(record, file=relative.as_posix(), size=size, node=self._node)

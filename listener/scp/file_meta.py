@@ -20,16 +20,16 @@ _VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"  # (0002,0001) 
 
 def file_header(sop_class: str, sop_instance: str, syntax: str) -> bytes:
     """Preamble, DICM prefix and File Meta Information of a spooled instance."""
-    if not all(_plain_uid(uid) for uid in (sop_class, sop_instance, syntax)):
+    if not all(plain_uid(uid) for uid in (sop_class, sop_instance, syntax)):
         return _PREAMBLE + _pydicom_meta(sop_class, sop_instance, syntax)
     elements = b"".join(
         (
             _VERSION,
-            _short(b"\x02\x00\x02\x00UI", _ui(sop_class)),
-            _short(b"\x02\x00\x03\x00UI", _ui(sop_instance)),
-            _short(b"\x02\x00\x10\x00UI", _ui(syntax)),
-            _short(b"\x02\x00\x12\x00UI", _ui(str(PYNETDICOM_IMPLEMENTATION_UID))),
-            _short(b"\x02\x00\x13\x00SH", _sh(PYNETDICOM_IMPLEMENTATION_VERSION)),
+            _short(b"\x02\x00\x02\x00UI", ui_value(sop_class)),
+            _short(b"\x02\x00\x03\x00UI", ui_value(sop_instance)),
+            _short(b"\x02\x00\x10\x00UI", ui_value(syntax)),
+            _short(b"\x02\x00\x12\x00UI", ui_value(str(PYNETDICOM_IMPLEMENTATION_UID))),
+            _short(b"\x02\x00\x13\x00SH", text_value(PYNETDICOM_IMPLEMENTATION_VERSION)),
         )
     )
     return _PREAMBLE + _GROUP_LENGTH + len(elements).to_bytes(4, "little") + elements
@@ -44,8 +44,9 @@ def _pydicom_meta(sop_class: str, sop_instance: str, syntax: str) -> bytes:
     return encode_file_meta(meta)
 
 
-def _plain_uid(uid: str) -> bool:
-    return 0 < len(uid) <= 64 and _UID_CHARACTERS.issuperset(uid)
+def plain_uid(uid: object) -> bool:
+    """True for a UID of digits and dots, 1 to 64 characters: encoded here, not by pydicom."""
+    return isinstance(uid, str) and 0 < len(uid) <= 64 and _UID_CHARACTERS.issuperset(uid)
 
 
 def _short(tag_and_vr: bytes, value: bytes) -> bytes:
@@ -53,11 +54,13 @@ def _short(tag_and_vr: bytes, value: bytes) -> bytes:
     return tag_and_vr + len(value).to_bytes(2, "little") + value
 
 
-def _ui(uid: str) -> bytes:
+def ui_value(uid: str) -> bytes:
+    """A UI value: ASCII, padded to an even length with a NUL."""
     value = uid.encode("ascii")
     return value + b"\0" if len(value) % 2 else value
 
 
-def _sh(text: str) -> bytes:
+def text_value(text: str) -> bytes:
+    """An SH or LO value: ASCII, padded to an even length with a space."""
     value = text.encode("ascii")
     return value + b" " if len(value) % 2 else value

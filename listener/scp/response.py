@@ -16,9 +16,10 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from listener.scp.file_meta import plain_uid, text_value, ui_value
+
 _C_STORE_RSP = 0x8001
 _NO_DATASET = 0x0101
-_UID_CHARACTERS = frozenset("0123456789.")
 
 
 def send_plain_response(provider: DIMSEServiceProvider, primitive: Any, context_id: int) -> bool:
@@ -49,15 +50,15 @@ def encoded_c_store_response(primitive: Any) -> bytes | None:
     message_id, status = primitive.MessageIDBeingRespondedTo, primitive.Status
     assert message_id is not None and status is not None  # _plain
     elements = [
-        _element(0x0002, _ui(str(sop_class))),
+        _element(0x0002, ui_value(str(sop_class))),
         _element(0x0100, _us(_C_STORE_RSP)),
         _element(0x0120, _us(int(message_id))),
         _element(0x0800, _us(_NO_DATASET)),
         _element(0x0900, _us(int(status))),
     ]
     if primitive.ErrorComment is not None:
-        elements.append(_element(0x0902, _lo(primitive.ErrorComment)))
-    elements.append(_element(0x1000, _ui(str(sop_instance))))
+        elements.append(_element(0x0902, text_value(primitive.ErrorComment)))
+    elements.append(_element(0x1000, ui_value(str(sop_instance))))
     body = b"".join(elements)
     return _element(0x0000, len(body).to_bytes(4, "little")) + body
 
@@ -72,14 +73,10 @@ def _plain(primitive: C_STORE) -> bool:
         and primitive.DataSet is None
         and (comment is None or (comment.isascii() and 0 < len(comment) <= 64))
         and all(
-            _plain_uid(uid)
+            plain_uid(uid)
             for uid in (primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID)
         )
     )
-
-
-def _plain_uid(uid: object) -> bool:
-    return isinstance(uid, str) and 0 < len(uid) <= 64 and _UID_CHARACTERS.issuperset(uid)
 
 
 def _element(element: int, value: bytes) -> bytes:
@@ -89,13 +86,3 @@ def _element(element: int, value: bytes) -> bytes:
 
 def _us(number: int) -> bytes:
     return number.to_bytes(2, "little")
-
-
-def _ui(uid: str) -> bytes:
-    value = uid.encode("ascii")
-    return value + b"\0" if len(value) % 2 else value
-
-
-def _lo(text: str) -> bytes:
-    value = text.encode("ascii")
-    return value + b" " if len(value) % 2 else value
