@@ -191,3 +191,67 @@ class Aggregator:
             self._study_of_instance.pop(record.sop_instance_uid, None)
         del self._studies[study_uid]
         return state
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a final MPPS said about its study, for :func:`plan_finish`.
+
+    COMPLETED lists the instances the study holds (wait for missing ones until ``saved_at`` plus
+    the grace period); DISCONTINUED publishes whatever arrived, at once.
+    """
+
+    sop_instance_uid: str
+    discontinued: bool
+    expected: frozenset[str]
+    saved_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A due study: its state, why it is due, and what a completed MPPS listed that is missing."""
+
+    state: StudyState
+    reason: str
+    missing: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """The completion settings: quiet period, maximum age (0 = none) and the MPPS grace period."""
+
+    quiet_period: float
+    max_age: float
+    grace: float
+
+
+def plan_finish(
+    records: list[InstanceRecord],
+    *,
+    last_arrival: float,
+    first_arrival: float,
+    outcomes: Iterable[Outcome],
+    clocks: Clocks,
+    now: float,
+) -> Plan | None:
+    """The study's final state if it is due at ``now``, else None.
+
+    ``records`` are the study's instances in order of reception (the journal's), so a process
+    that saw none of them arrive decides exactly as the one that received them would.
+    """
+    if not records:
+        return None
+    study_uid = records[0].study_uid
+    aggregator = Aggregator(quiet_period=clocks.quiet_period, max_age=clocks.max_age)
+    aggregator.restore(records, last_arrival, first_arrival)
+    present = [record.sop_instance_uid for record in records]
+    for outcome in outcomes:
+        if outcome.discontinued:
+            aggregator.expect(study_uid, present, until=outcome.saved_at)
+        else:
+            aggregator.expect(study_uid, outcome.expected, until=outcome.saved_at + clocks.grace)
+    due = aggregator.due(now)
+    if not due:
+        return None
+    missing = aggregator.missing(study_uid)
+    return Plan(aggregator.pop(study_uid), due[0][1], missing)

@@ -1,6 +1,7 @@
 """Command line: ``dicom-listener [--config PATH] COMMAND``.
 
-Commands: ``run`` (the default), ``check-config``, ``echo``, ``studies``, ``republish``. A
+Commands: ``run`` (the default), ``check-config``, ``echo``, ``studies``, ``republish``,
+``migrate-journal``. A
 configuration problem prints one line naming the key and exits with status 2, never a traceback.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from listener import __version__, admin
+from listener import __version__, admin, journal_migrate
 from listener.config import (
     ConfigError,
     LoadedSettings,
@@ -26,6 +27,7 @@ from listener.config import (
     mask_url,
 )
 from listener.config import report as config_report
+from listener.journal_api import JournalError
 from listener.logs import configure_logging, get_logger
 from listener.publisher import (
     PikaPublisher,
@@ -37,7 +39,13 @@ from listener.publisher import (
 from listener.scp import client_tls_context, verify
 from listener.service import ListenerService
 from listener.sinks import DirectorySink, StdoutSink
-from listener.startup import STARTUP_ERRORS, restrict_permissions, startup_problem
+from listener.startup import (
+    STARTUP_ERRORS,
+    end_with_parent,
+    restrict_permissions,
+    startup_problem,
+)
+from listener.workers import WorkerJob, supervise
 
 EXIT_FAILURE, EXIT_CONFIG = 1, 2
 
@@ -92,6 +100,24 @@ def _parser() -> argparse.ArgumentParser:
         "republish", help="publish studies again, each as a new resource version"
     )
     republish.add_argument("study_uids", nargs="+", metavar="UID", help="StudyInstanceUIDs")
+    migrate = commands.add_parser(
+        "migrate-journal",
+        help="copy the SQLite journal of storage.data_dir into an empty PostgreSQL journal "
+        "(stop the listener first)",
+        description="Copy the SQLite journal of storage.data_dir (pending and published studies, "
+        "instance records, MPPS, stale files, the outbox) into an empty PostgreSQL journal, in "
+        "one transaction. Stop the listener first; afterwards set storage.database_url to URL "
+        "and start it. Exit 2 if the database already holds journal data.",
+    )
+    migrate.add_argument(
+        "--to", metavar="URL", help="postgresql://user@host:port/db (default: storage.database_url)"
+    )
+    migrate.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding the database password (default: storage.database_password_file)",
+    )
     return parser
 
 
@@ -109,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _echo(loaded, args)
     if args.command in ("studies", "republish"):
         return _journal_command(loaded, args)
+    if args.command == "migrate-journal":
+        return _migrate_journal(loaded, args)
     return _run(loaded)
 
 
@@ -195,19 +223,54 @@ def _journal_command(loaded: LoadedSettings, args: argparse.Namespace) -> int:
         journal.close()
 
 
+def _migrate_journal(loaded: LoadedSettings, args: argparse.Namespace) -> int:
+    storage = loaded.settings.storage
+    url = args.to or storage.database_url
+    if not url:
+        print("dicom-listener: migrate-journal needs --to postgresql://...", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = journal_migrate.migrate_journal(storage, url, password_file=args.password_file)
+    except journal_migrate.REFUSALS as exc:
+        print(f"dicom-listener: migrate-journal refused: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JournalError as exc:
+        print(f"dicom-listener: migrate-journal failed, nothing copied: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for warning in journal_migrate.warnings(report):
+        print(f"dicom-listener: warning: {warning}", file=sys.stderr)
+    for line in journal_migrate.summary(storage, url, report):
+        print(line)
+    return 0
+
+
 def _run(loaded: LoadedSettings) -> int:
     settings = loaded.settings
-    configure_logging(
-        level=settings.logging.level,
-        output_format=settings.logging.format,
-        include_phi=settings.logging.include_phi,
-    )
-    log = get_logger("listener")
+    _configure_logging(settings)
     publisher = make_publisher(settings)
     mismatch = _topology_mismatch(publisher)
     if mismatch:
         print(f"dicom-listener: configuration error: {mismatch}", file=sys.stderr)
         return EXIT_CONFIG
+    stop = _stop_on_signals()
+    if settings.dicom.workers > 1:
+        return supervise(settings, stop, _work)
+    return _serve(settings, publisher, stop)
+
+
+def _configure_logging(settings: Settings, **fields: object) -> None:
+    logging = settings.logging
+    configure_logging(
+        level=logging.level,
+        output_format=logging.format,
+        include_phi=logging.include_phi,
+        fields=fields,
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (handled in this process from now on)."""
+    log = get_logger("listener")
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -216,10 +279,23 @@ def _run(loaded: LoadedSettings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def _serve(
+    settings: Settings,
+    publisher: Publisher,
+    stop: threading.Event,
+    *,
+    worker: WorkerJob | None = None,
+) -> int:
+    """Run the listener until ``stop`` is set: the whole of ``run``, or one worker of it."""
     data_dir = settings.storage.data_dir
     try:
         restrict_permissions(data_dir)
-        service = ListenerService(settings, publisher=publisher)
+        service = ListenerService(
+            settings, publisher=publisher, spool_dir=worker.spool_dir if worker else None
+        )
     except STARTUP_ERRORS as exc:
         print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
         return EXIT_FAILURE
@@ -229,10 +305,23 @@ def _run(loaded: LoadedSettings) -> int:
         service.stop(grace_seconds=0)
         print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)
         return EXIT_FAILURE
-    log.info("listener started", version=__version__, output=_output_description(settings))
+    get_logger("listener").info(
+        "listener started", version=__version__, output=_output_description(settings)
+    )
+    if worker is not None:
+        worker.ready.send(True)
     stop.wait()
     service.stop()
     return 0
+
+
+def _work(job: WorkerJob) -> None:
+    """One worker process: a listener on the shared port until SIGTERM (or its parent's death)."""
+    end_with_parent(job.parent_pid)
+    settings = job.settings
+    _configure_logging(settings, worker=job.index)
+    stop = _stop_on_signals()
+    sys.exit(_serve(settings, make_publisher(settings), stop, worker=job))
 
 
 def _topology_mismatch(publisher: Publisher) -> str | None:

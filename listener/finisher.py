@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from listener import fhir
 from listener.config import Settings
-from listener.journal import JournalStore, OutboxMessage
+from listener.journal_api import JournalStore, OutboxMessage, StudyRow
 from listener.logs import get_logger
 from listener.model import StudyState
 
 log = get_logger("listener.finisher")
+
+
+class ClaimLost(Exception):
+    """The claimed study changed (or was finished elsewhere) before its version was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +56,34 @@ class StudyFinisher:
         self._options = options
 
     def finish(
-        self, state: StudyState, now: float, *, completion: Completion | None = None
+        self,
+        state: StudyState,
+        now: float,
+        *,
+        completion: Completion | None = None,
+        fence: StudyRow | None = None,
+        consumed_steps: Sequence[str] = (),
     ) -> OutboxMessage | None:
         """Publish ``state`` as the study's next version; None when its content did not change.
 
         The digest covers the resource without ``meta``, so re-finishing identical content (a
-        re-opened study that gained nothing new) does not create a version.
+        re-opened study that gained nothing new) does not create a version. With ``fence`` (the
+        row a claim returned) it raises :class:`ClaimLost` when the study changed since.
         """
-        row = self._journal.study(state.study_uid)
+        row = fence if fence is not None else self._journal.study(state.study_uid)
         completion = completion or Completion()
-        message, digest = self._message(state, (row.version if row else 0) + 1, now, completion)
-        if row is not None and row.digest == digest:
-            self._journal.finish_study(
-                state.study_uid, digest=digest, message=None, finished_at=now
-            )
-            return None
-        self._journal.finish_study(state.study_uid, digest=digest, message=message, finished_at=now)
+        built, digest = self._message(state, (row.version if row else 0) + 1, now, completion)
+        message = None if row is not None and row.digest == digest else built
+        finished = self._journal.finish_study(
+            state.study_uid,
+            digest=digest,
+            message=message,
+            finished_at=now,
+            fence=fence,
+            consumed_steps=consumed_steps,
+        )
+        if not finished:
+            raise ClaimLost(state.study_uid)
         return message
 
     def republish(self, state: StudyState, now: float) -> OutboxMessage | None:

@@ -8,10 +8,12 @@ deletes once the move is journaled (so each SOP instance has exactly one file).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,6 +66,37 @@ class InstanceFiles:
         os.replace(spooled, target)
         fsync_directory(target.parent)
         return replace(record, file=relative.as_posix(), size=size, node=self._node)
+
+    @contextlib.contextmanager
+    def placing(self) -> Iterator[None]:
+        """Hold the host's file lock shared: from placing a file until its record is committed."""
+        with self._host_lock(fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
+    def removing(self) -> Iterator[None]:
+        """Hold the host's file lock alone: no process of this host places a file meanwhile."""
+        with self._host_lock(fcntl.LOCK_EX):
+            yield
+
+    @contextlib.contextmanager
+    def _host_lock(self, mode: int) -> Iterator[None]:
+        """``flock`` on ``<root>.lock``: shared by every process (dicom.workers) of this host.
+
+        A descriptor of its own each time: flock belongs to an open file, so threads sharing one
+        descriptor would share (and release) one another's lock.
+        """
+        if not self._keep:
+            yield  # no files: nothing to protect
+            return
+        _make_directories(self._root)
+        lock_file = self._root.with_name(f"{self._root.name}.lock")
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, mode)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def remove(self, relative: str) -> None:
         """Delete a file left behind by a moved instance, and its series/study folders if empty."""

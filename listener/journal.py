@@ -9,16 +9,18 @@ effect survives a crash or power cut. The in-memory aggregator is only a cache o
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from listener.journal_api import (
+    STUDY_COLUMNS,
     AddResult,
     Change,
     JournalError,
@@ -28,6 +30,7 @@ from listener.journal_api import (
     StudyRow,
     StudySummary,
 )
+from listener.journal_sql import due_values, fence_values, outbox_message, statements
 from listener.model import InstanceRecord
 
 __all__ = [
@@ -43,7 +46,9 @@ __all__ = [
     "StudySummary",
 ]
 
-SCHEMA_VERSION = 4  # 2: the mpps table; 3: studies.opened_at; 4: the stale_files table
+# 2: the mpps table; 3: studies.opened_at; 4: the stale_files table; 5: claims (studies.revision,
+# studies.claimed_until, mpps.consumed, outbox.leased_until) for several processes on one journal
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -61,7 +66,9 @@ CREATE TABLE IF NOT EXISTS studies (
     last_received_at REAL NOT NULL,
     opened_at REAL,  -- when the study last became pending (for aggregator.max_study_age_seconds)
     finished_at REAL,
-    files_removed INTEGER NOT NULL DEFAULT 0
+    files_removed INTEGER NOT NULL DEFAULT 0,
+    revision INTEGER NOT NULL DEFAULT 0,  -- grows with every new or changed instance: a fence
+    claimed_until REAL  -- a process finishing it holds it until then (a lease)
 );
 CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state, finished_at);
 CREATE TABLE IF NOT EXISTS mpps (
@@ -70,7 +77,8 @@ CREATE TABLE IF NOT EXISTS mpps (
     status TEXT NOT NULL,
     step TEXT NOT NULL,
     attributes TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    consumed INTEGER NOT NULL DEFAULT 0  -- 1 once a finished version took its outcome into account
 );
 CREATE INDEX IF NOT EXISTS mpps_by_study ON mpps (study_uid);
 -- Files of instances that moved to another series or study, until they are deleted.
@@ -85,15 +93,26 @@ CREATE TABLE IF NOT EXISTS outbox (
     message_id TEXT NOT NULL,
     headers TEXT NOT NULL,
     body BLOB NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    leased_until REAL  -- a relay publishing it holds it until then
 );
+CREATE INDEX IF NOT EXISTS outbox_by_study ON outbox (study_uid, id);
 """
 
 
-# The columns of a StudyRow, in its field order.
-_STUDY_COLUMNS = (
-    "study_uid, state, version, digest, last_received_at, coalesce(opened_at, last_received_at)"
-)
+# The columns added after the first release, by table: (name, SQL type and default).
+_ADDED_COLUMNS = {
+    "studies": [
+        ("opened_at", "REAL"),
+        ("revision", "INTEGER NOT NULL DEFAULT 0"),
+        ("claimed_until", "REAL"),
+    ],
+    "mpps": [("consumed", "INTEGER NOT NULL DEFAULT 0")],
+    "outbox": [("leased_until", "REAL")],
+}
+
+
+_SQL = statements("?")
 
 
 @dataclass
@@ -127,17 +146,23 @@ class Journal:
             raise RuntimeError(
                 f"journal {path} has schema version {version}; this release reads {SCHEMA_VERSION}"
             )
-        self._db.executescript(_SCHEMA)
         self._upgrade()
+        self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _upgrade(self) -> None:
-        """Add what older schemas lack (new tables come from ``_SCHEMA`` itself)."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(studies)")}
-        if "opened_at" not in columns:
-            # Older journals did not record it: such pending studies count from their last
-            # arrival, which never publishes earlier than max_study_age_seconds allows.
-            self._db.execute("ALTER TABLE studies ADD COLUMN opened_at REAL")
+        """Add the columns older schemas lack (new tables come from ``_SCHEMA`` itself).
+
+        A study without ``opened_at`` counts from its last arrival, which never publishes
+        earlier than max_study_age_seconds allows.
+        """
+        for table, added in _ADDED_COLUMNS.items():
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if not columns:
+                continue  # a new journal: _SCHEMA creates the table whole
+            for name, declaration in added:
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     @contextmanager
     def _transaction(self, *, durable: bool = True) -> Iterator[_Transaction]:
@@ -290,6 +315,7 @@ class Journal:
             "INSERT INTO studies (study_uid, state, last_received_at, opened_at)"
             " VALUES (?, 'pending', ?, ?)"
             " ON CONFLICT (study_uid) DO UPDATE SET state = 'pending', files_removed = 0,"
+            " revision = revision + 1,"
             " last_received_at = max(last_received_at, excluded.last_received_at),"
             " opened_at = CASE WHEN state = 'pending' THEN opened_at ELSE excluded.opened_at END",
             (study_uid, received_at, received_at),
@@ -300,7 +326,7 @@ class Journal:
         """The durable state of one study, if known."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_STUDY_COLUMNS} FROM studies WHERE study_uid = ?",
+                f"SELECT {STUDY_COLUMNS} FROM studies WHERE study_uid = ?",
                 (study_uid,),
             ).fetchone()
         return StudyRow(*row) if row else None
@@ -318,40 +344,94 @@ class Journal:
         """Studies received but not yet finished, oldest last arrival first."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_STUDY_COLUMNS} FROM studies"
+                f"SELECT {STUDY_COLUMNS} FROM studies"
                 " WHERE state = 'pending' ORDER BY last_received_at"
             ).fetchall()
         return [StudyRow(*row) for row in rows]
 
     def finish_study(
-        self, study_uid: str, *, digest: str, message: OutboxMessage | None, finished_at: float
-    ) -> None:
+        self,
+        study_uid: str,
+        *,
+        digest: str,
+        message: OutboxMessage | None,
+        finished_at: float,
+        fence: StudyRow | None = None,
+        consumed_steps: Sequence[str] = (),
+    ) -> bool:
         """Mark a study published and, in the same transaction, queue its message (if any).
 
         ``message`` is None when the content did not change since the last published version.
+        With ``fence`` (the row a claim returned) nothing is written unless the study is still
+        pending with that version and revision: False then, as another process finished it or
+        an instance arrived since. ``consumed_steps`` are the MPPS this version took into account.
         """
         with self._transaction() as transaction:
             db = transaction.db
             version = message.version if message else None
-            # An upsert: a study published from its MPPS alone has no row yet.
-            db.execute(
-                "INSERT INTO studies (study_uid, state, version, digest, last_received_at,"
-                " finished_at) VALUES (?, 'published', coalesce(?, 0), ?, ?, ?)"
-                " ON CONFLICT (study_uid) DO UPDATE SET state = 'published', digest = ?,"
-                " finished_at = ?, version = coalesce(?, version)",
-                (
-                    study_uid,
-                    version,
-                    digest,
-                    finished_at,
-                    finished_at,
-                    digest,
-                    finished_at,
-                    version,
-                ),
-            )
+            if fence is not None:
+                updated = db.execute(
+                    _SQL.finish_fenced, fence_values(fence, digest, finished_at, version)
+                )
+                if updated.rowcount == 0:
+                    return False
+            else:
+                # An upsert: a study published from its MPPS alone has no row yet.
+                db.execute(
+                    "INSERT INTO studies (study_uid, state, version, digest, last_received_at,"
+                    " finished_at) VALUES (?, 'published', coalesce(?, 0), ?, ?, ?)"
+                    " ON CONFLICT (study_uid) DO UPDATE SET state = 'published', digest = ?,"
+                    " finished_at = ?, version = coalesce(?, version), claimed_until = NULL",
+                    (
+                        study_uid,
+                        version,
+                        digest,
+                        finished_at,
+                        finished_at,
+                        digest,
+                        finished_at,
+                        version,
+                    ),
+                )
+            db.executemany(_SQL.consume_step, [(uid,) for uid in consumed_steps])
             if message is not None:
                 self._insert_outbox(db, message)
+        return True
+
+    def due_studies(self, now: float, *, quiet_period: float, max_age: float) -> list[StudyRow]:
+        """Pending studies no process holds that may be due at ``now`` (candidates to claim)."""
+        with self._lock:
+            rows = self._db.execute(
+                _SQL.due_studies, due_values(now, quiet_period, max_age)
+            ).fetchall()
+        return [StudyRow(*row) for row in rows]
+
+    def claim_study(self, study_uid: str, *, now: float, until: float) -> StudyRow | None:
+        """Hold a pending study until ``until`` unless another process holds it; its row if held."""
+        with self._transaction(durable=False) as transaction:
+            row = transaction.db.execute(_SQL.claim_study, (until, study_uid, now)).fetchone()
+        return StudyRow(*row) if row else None
+
+    def release_study(self, study_uid: str) -> None:
+        """Give up a claim (the study was not finished after all)."""
+        with self._transaction(durable=False) as transaction:
+            transaction.db.execute(_SQL.release_study, (study_uid,))
+
+    def pending_count(self) -> int:
+        """How many studies are pending."""
+        with self._lock:
+            return int(self._db.execute(_SQL.pending_count).fetchone()[0])
+
+    def unconsumed_steps(self, study_uid: str) -> list[tuple[dict[str, Any], float]]:
+        """Final MPPS of a study no finished version took into account, with when each was saved."""
+        with self._lock:
+            rows = self._db.execute(_SQL.unconsumed_steps, (study_uid,)).fetchall()
+        return [(json.loads(row[0]), float(row[1])) for row in rows]
+
+    def consume_procedure_steps(self, sop_instance_uids: Sequence[str]) -> None:
+        """Record that these MPPS need not shape a later version of their study."""
+        with self._transaction() as transaction:
+            transaction.db.executemany(_SQL.consume_step, [(uid,) for uid in sop_instance_uids])
 
     @staticmethod
     def _insert_outbox(db: sqlite3.Connection, message: OutboxMessage) -> None:
@@ -432,16 +512,18 @@ class Journal:
                     held[uid] = InstanceRecord.from_json(json.loads(row[0]))
         return held
 
-    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
-        """Studies published before ``cutoff``: those whose files remain, or all not yet pruned."""
-        condition = "files_removed = 0" if with_files else "1 = 1"
+    def finished_before(
+        self, cutoff: float, *, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """(finished_at, study_uid) of studies finished before ``cutoff``, after the mark ``after``.
+
+        Published and pruned studies alike, in that order: each node walks them once with its
+        own mark, since each holds its own files.
+        """
+        values = (cutoff, after[0], after[0], after[1], limit)
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT study_uid FROM studies WHERE state = 'published' AND {condition}"
-                " AND finished_at < ? ORDER BY finished_at LIMIT ?",
-                (cutoff, limit),
-            ).fetchall()
-        return [row[0] for row in rows]
+            rows = self._db.execute(_SQL.finished_before, values).fetchall()
+        return [(float(row[0]), str(row[1])) for row in rows]
 
     def mark_files_removed(self, study_uid: str) -> None:
         """Record that a published study's instance files were deleted."""
@@ -465,24 +547,26 @@ class Journal:
             if pruned:
                 db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
 
-    def next_outbox(self) -> OutboxMessage | None:
-        """The oldest message not yet confirmed by the broker."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, study_uid, version, message_id, headers, body, created_at FROM outbox"
-                " ORDER BY id LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return None
-        return OutboxMessage(
-            id=row[0],
-            study_uid=row[1],
-            version=row[2],
-            message_id=row[3],
-            headers=json.loads(row[4]),
-            body=bytes(row[5]),
-            created_at=row[6],
-        )
+    def next_outbox(
+        self, *, now: float | None = None, lease_until: float | None = None
+    ) -> OutboxMessage | None:
+        """The oldest message not yet confirmed whose study has no older one waiting.
+
+        With ``now``, a message another relay holds past ``now`` is skipped; with
+        ``lease_until``, the returned message is held until then (released by
+        :meth:`release_outbox` or removed by :meth:`remove_outbox`).
+        """
+        held_after = math.inf if now is None else now
+        with self._transaction(durable=False) as transaction:
+            row = transaction.db.execute(_SQL.next_outbox, (held_after,)).fetchone()
+            if row is not None and lease_until is not None:
+                transaction.db.execute(_SQL.lease_outbox, (lease_until, row[0]))
+        return outbox_message(row) if row else None
+
+    def release_outbox(self, message_id: int) -> None:
+        """Let another relay publish a message this one could not."""
+        with self._transaction(durable=False) as transaction:
+            transaction.db.execute(_SQL.release_outbox, (message_id,))
 
     def outbox_depth(self) -> int:
         """How many messages wait for the broker."""

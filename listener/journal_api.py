@@ -8,10 +8,14 @@ from ``storage.database_url``. The service and the operator commands depend on t
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from listener.model import InstanceRecord
+
+# The journal's tables, as named in both stores (the order migrate-journal copies them in).
+JOURNAL_TABLES = ("studies", "instances", "mpps", "stale_files", "outbox")
 
 
 class JournalError(Exception):
@@ -48,9 +52,20 @@ class AddResult:
     stale_file: str = ""
 
 
+# The columns of a StudyRow, in its field order (the same in both journals).
+STUDY_COLUMNS = (
+    "study_uid, state, version, digest, last_received_at,"
+    " coalesce(opened_at, last_received_at), revision"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StudyRow:
-    """A study's durable state."""
+    """A study's durable state.
+
+    ``revision`` grows with every new or changed instance: with ``version`` it is the fence a
+    claim on the study checks before finishing it.
+    """
 
     study_uid: str
     state: str
@@ -58,6 +73,7 @@ class StudyRow:
     digest: str | None
     last_received_at: float
     opened_at: float  # when it last became pending: max_study_age_seconds counts from here
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +144,39 @@ class JournalStore(Protocol):
         """Take a pending study with no instance records out of pending; True if it had none."""
 
     def finish_study(
-        self, study_uid: str, *, digest: str, message: OutboxMessage | None, finished_at: float
-    ) -> None:
-        """Mark a study published and queue its message, atomically."""
+        self,
+        study_uid: str,
+        *,
+        digest: str,
+        message: OutboxMessage | None,
+        finished_at: float,
+        fence: StudyRow | None = None,
+        consumed_steps: Sequence[str] = (),
+    ) -> bool:
+        """Mark a study published and queue its message, atomically; False if the fence failed."""
 
-    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
-        """Studies published before ``cutoff``."""
+    def due_studies(self, now: float, *, quiet_period: float, max_age: float) -> list[StudyRow]:
+        """Pending studies no process holds that may be due at ``now``."""
+
+    def claim_study(self, study_uid: str, *, now: float, until: float) -> StudyRow | None:
+        """Hold a pending study until ``until``; its row, or None if another process holds it."""
+
+    def release_study(self, study_uid: str) -> None:
+        """Give up a claim."""
+
+    def pending_count(self) -> int:
+        """How many studies are pending."""
+
+    def unconsumed_steps(self, study_uid: str) -> list[tuple[dict[str, Any], float]]:
+        """Final MPPS of a study no finished version took into account, and when each was saved."""
+
+    def consume_procedure_steps(self, sop_instance_uids: Sequence[str]) -> None:
+        """Record that these MPPS need not shape a later version of their study."""
+
+    def finished_before(
+        self, cutoff: float, *, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """(finished_at, study_uid) of published or pruned studies finished before ``cutoff``."""
 
     def mark_files_removed(self, study_uid: str) -> None:
         """Record that a study's files were deleted."""
@@ -141,8 +184,13 @@ class JournalStore(Protocol):
     def prune_study(self, study_uid: str) -> None:
         """Forget a published study's instance records."""
 
-    def next_outbox(self) -> OutboxMessage | None:
-        """The oldest unconfirmed message."""
+    def next_outbox(
+        self, *, now: float | None = None, lease_until: float | None = None
+    ) -> OutboxMessage | None:
+        """The oldest unconfirmed message whose study has none older; held until lease_until."""
+
+    def release_outbox(self, message_id: int) -> None:
+        """Let another relay publish a message."""
 
     def outbox_depth(self) -> int:
         """How many messages wait for the broker."""
@@ -178,3 +226,13 @@ class JournalStore(Protocol):
 
     def close(self) -> None:
         """Release the store."""
+
+
+class JournalSource(Protocol):
+    """One consistent read of a journal's tables, row by row (what migrate-journal copies)."""
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        """The columns ``table`` has in this journal (none if it lacks the table)."""
+
+    def rows(self, table: str, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """The values of ``columns`` in each row of ``table``, in the order they were written."""

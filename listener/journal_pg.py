@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
 import psycopg_pool
 
 from listener.journal_api import (
+    STUDY_COLUMNS,
     AddResult,
     Change,
     JournalError,
@@ -36,7 +38,6 @@ from listener.journal_pg_sql import (
     INSERT_INSTANCE,
     LIST_STUDIES,
     SAVE_MPPS,
-    STUDY_COLUMNS,
     UPSERT_FINISHED,
     has_instances,
     insert_outbox,
@@ -44,11 +45,15 @@ from listener.journal_pg_sql import (
     lock_study,
     mark_pending,
     note_stale_file,
-    outbox_message,
     query_values,
     settle_empty,
 )
+from listener.journal_sql import due_values, fence_values, outbox_message, statements
 from listener.model import InstanceRecord
+
+_SQL = statements("%s")
+# Relays on several nodes skip a message another has locked rather than wait for it.
+_NEXT_OUTBOX = _SQL.next_outbox + " FOR UPDATE SKIP LOCKED"
 
 POOL_TIMEOUT_SECONDS = 5.0  # a C-STORE waits no longer than this for a connection
 _DISK_FULL = "53100"  # SQLSTATE disk_full
@@ -189,16 +194,66 @@ class PgJournal:
         return [StudyRow(*row) for row in rows]
 
     def finish_study(
-        self, study_uid: str, *, digest: str, message: OutboxMessage | None, finished_at: float
-    ) -> None:
-        """Mark a study published and, in the same transaction, queue its message (if any)."""
+        self,
+        study_uid: str,
+        *,
+        digest: str,
+        message: OutboxMessage | None,
+        finished_at: float,
+        fence: StudyRow | None = None,
+        consumed_steps: Sequence[str] = (),
+    ) -> bool:
+        """Mark a study published and queue its message (if any); False if the fence failed."""
         version = message.version if message else None
         with self._transaction() as db:
-            db.execute(
-                UPSERT_FINISHED, (study_uid, version, digest, finished_at, finished_at, version)
-            )
+            if fence is not None:
+                values = fence_values(fence, digest, finished_at, version)
+                if db.execute(_SQL.finish_fenced, values).rowcount == 0:
+                    return False
+            else:
+                db.execute(
+                    UPSERT_FINISHED, (study_uid, version, digest, finished_at, finished_at, version)
+                )
+            for uid in consumed_steps:
+                db.execute(_SQL.consume_step, (uid,))
             if message is not None:
                 insert_outbox(db, message)
+        return True
+
+    def due_studies(self, now: float, *, quiet_period: float, max_age: float) -> list[StudyRow]:
+        """Pending studies no node holds that may be due at ``now`` (candidates to claim)."""
+        with self._transaction() as db:
+            rows = db.execute(_SQL.due_studies, due_values(now, quiet_period, max_age)).fetchall()
+        return [StudyRow(*row) for row in rows]
+
+    def claim_study(self, study_uid: str, *, now: float, until: float) -> StudyRow | None:
+        """Hold a pending study until ``until`` unless another node holds it; its row if held."""
+        with self._transaction() as db:
+            row = db.execute(_SQL.claim_study, (until, study_uid, now)).fetchone()
+        return StudyRow(*row) if row else None
+
+    def release_study(self, study_uid: str) -> None:
+        """Give up a claim (the study was not finished after all)."""
+        with self._transaction() as db:
+            db.execute(_SQL.release_study, (study_uid,))
+
+    def pending_count(self) -> int:
+        """How many studies are pending."""
+        with self._transaction() as db:
+            row = db.execute(_SQL.pending_count).fetchone()
+        return int(row[0]) if row else 0
+
+    def unconsumed_steps(self, study_uid: str) -> list[tuple[dict[str, Any], float]]:
+        """Final MPPS of a study no finished version took into account, with when each was saved."""
+        with self._transaction() as db:
+            rows = db.execute(_SQL.unconsumed_steps, (study_uid,)).fetchall()
+        return [(json.loads(row[0]), float(row[1])) for row in rows]
+
+    def consume_procedure_steps(self, sop_instance_uids: Sequence[str]) -> None:
+        """Record that these MPPS need not shape a later version of their study."""
+        with self._transaction() as db:
+            for uid in sop_instance_uids:
+                db.execute(_SQL.consume_step, (uid,))
 
     def queue_republication(self, message: OutboxMessage) -> bool:
         """Queue a new version of a published study; False if it is not (or no longer) published."""
@@ -253,16 +308,14 @@ class PgJournal:
             ).fetchall()
         return {row[0]: InstanceRecord.from_json(json.loads(row[1])) for row in rows}
 
-    def published_before(self, cutoff: float, *, with_files: bool, limit: int) -> list[str]:
-        """Studies published before ``cutoff``: those whose files remain, or all not yet pruned."""
+    def finished_before(
+        self, cutoff: float, *, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """(finished_at, study_uid) of studies finished before ``cutoff``, after ``after``."""
+        values = (cutoff, after[0], after[0], after[1], limit)
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT study_uid FROM studies WHERE state = 'published'"
-                " AND (NOT files_removed OR NOT %s) AND finished_at < %s"
-                " ORDER BY finished_at LIMIT %s",
-                (with_files, cutoff, limit),
-            ).fetchall()
-        return [row[0] for row in rows]
+            rows = db.execute(_SQL.finished_before, values).fetchall()
+        return [(float(row[0]), str(row[1])) for row in rows]
 
     def mark_files_removed(self, study_uid: str) -> None:
         """Record that a published study's instance files were deleted."""
@@ -280,14 +333,25 @@ class PgJournal:
             if pruned:
                 db.execute("DELETE FROM instances WHERE study_uid = %s", (study_uid,))
 
-    def next_outbox(self) -> OutboxMessage | None:
-        """The oldest message not yet confirmed by the broker."""
+    def next_outbox(
+        self, *, now: float | None = None, lease_until: float | None = None
+    ) -> OutboxMessage | None:
+        """The oldest message no relay holds whose study has no older one waiting.
+
+        With ``lease_until`` it is held until then, so relays on other nodes take other
+        studies' messages meanwhile.
+        """
+        held_after = math.inf if now is None else now
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT id, study_uid, version, message_id, headers, body, created_at FROM outbox"
-                " ORDER BY id LIMIT 1"
-            ).fetchone()
+            row = db.execute(_NEXT_OUTBOX, (held_after,)).fetchone()
+            if row is not None and lease_until is not None:
+                db.execute(_SQL.lease_outbox, (lease_until, row[0]))
         return outbox_message(row) if row else None
+
+    def release_outbox(self, message_id: int) -> None:
+        """Let another relay publish a message this one could not."""
+        with self._transaction() as db:
+            db.execute(_SQL.release_outbox, (message_id,))
 
     def outbox_depth(self) -> int:
         """How many messages wait for the broker."""

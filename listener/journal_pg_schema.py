@@ -14,7 +14,9 @@ from typing import Any
 
 from listener.journal_api import JournalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = (
+    2  # 2: claims (studies.revision, .claimed_until, mpps.consumed, outbox.leased_until)
+)
 
 # Any constant shared by every node: the key of the advisory lock held while creating the schema.
 SCHEMA_LOCK_KEY = 0x44494C4A  # "DILJ"
@@ -46,7 +48,9 @@ CREATE TABLE IF NOT EXISTS studies (
     last_received_at DOUBLE PRECISION NOT NULL,
     opened_at DOUBLE PRECISION,
     finished_at DOUBLE PRECISION,
-    files_removed BOOLEAN NOT NULL DEFAULT FALSE
+    files_removed BOOLEAN NOT NULL DEFAULT FALSE,
+    revision INTEGER NOT NULL DEFAULT 0,  -- grows with every new or changed instance: a fence
+    claimed_until DOUBLE PRECISION  -- the node finishing it holds it until then (a lease)
 );
 CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state, finished_at);
 CREATE TABLE IF NOT EXISTS mpps (
@@ -56,7 +60,8 @@ CREATE TABLE IF NOT EXISTS mpps (
     step TEXT NOT NULL,
     attributes TEXT NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
-    seq BIGSERIAL NOT NULL
+    seq BIGSERIAL NOT NULL,
+    consumed INTEGER NOT NULL DEFAULT 0  -- 1 once a finished version took its outcome into account
 );
 CREATE INDEX IF NOT EXISTS mpps_by_study ON mpps (study_uid);
 CREATE TABLE IF NOT EXISTS stale_files (
@@ -70,8 +75,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     message_id TEXT NOT NULL,
     headers TEXT NOT NULL,
     body BYTEA NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL
+    created_at DOUBLE PRECISION NOT NULL,
+    leased_until DOUBLE PRECISION  -- the relay publishing it holds it until then
 );
+CREATE INDEX IF NOT EXISTS outbox_by_study ON outbox (study_uid, id);
+"""
+
+# Schema 1 -> 2: the claim columns (CREATE TABLE IF NOT EXISTS leaves existing tables alone).
+UPGRADE_TO_2 = """
+ALTER TABLE studies ADD COLUMN IF NOT EXISTS revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE studies ADD COLUMN IF NOT EXISTS claimed_until DOUBLE PRECISION;
+ALTER TABLE mpps ADD COLUMN IF NOT EXISTS consumed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS leased_until DOUBLE PRECISION;
 """
 
 
@@ -87,14 +102,20 @@ def ensure_schema(connection: Any, *, where: str) -> None:
     """
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-        connection.execute(SCHEMA)
-        row = connection.execute("SELECT version FROM journal_schema").fetchone()
+        exists = connection.execute("SELECT to_regclass('journal_schema')").fetchone()
+        row = None
+        if exists and exists[0] is not None:
+            row = connection.execute("SELECT version FROM journal_schema").fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"journal {where} has schema version {version}; this release reads {SCHEMA_VERSION}"
             )
-        # Upgrades from older versions go here, each guarded by the version it starts from.
+        # Upgrades from older versions, each guarded by the version it starts from, come before
+        # SCHEMA, whose indexes may name the columns they add.
+        if 0 < version < 2:
+            connection.execute(UPGRADE_TO_2)
+        connection.execute(SCHEMA)
         connection.execute(
             "INSERT INTO journal_schema (version) VALUES (%s)"
             " ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",

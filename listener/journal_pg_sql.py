@@ -11,13 +11,11 @@ from typing import Any
 from listener.journal_api import OutboxMessage, RecordQuery
 from listener.model import InstanceRecord
 
-# The columns of a StudyRow, in its field order.
-STUDY_COLUMNS = (
-    "study_uid, state, version, digest, last_received_at, coalesce(opened_at, last_received_at)"
-)
-
 # The columns RecordQuery's keys match, in its field order.
 FIND_COLUMNS = ("study_uid", "series_uid", "sop_instance_uid", "patient_id", "accession_number")
+
+# The instance columns PostgreSQL adds to SQLite's, copied out of the record for searching.
+SEARCH_COLUMNS = ("series_uid", "patient_id", "accession_number")
 
 INSERT_INSTANCE = (
     "INSERT INTO instances (sop_instance_uid, study_uid, series_uid, patient_id,"
@@ -29,6 +27,7 @@ MARK_PENDING = (
     "INSERT INTO studies (study_uid, state, last_received_at, opened_at)"
     " VALUES (%s, 'pending', %s, %s)"
     " ON CONFLICT (study_uid) DO UPDATE SET state = 'pending', files_removed = FALSE,"
+    " revision = studies.revision + 1,"
     " last_received_at = greatest(studies.last_received_at, excluded.last_received_at),"
     " opened_at = CASE WHEN studies.state = 'pending' THEN studies.opened_at"
     " ELSE excluded.opened_at END"
@@ -43,7 +42,8 @@ UPSERT_FINISHED = (
     "INSERT INTO studies (study_uid, state, version, digest, last_received_at, finished_at)"
     " VALUES (%s, 'published', coalesce(%s::integer, 0), %s, %s, %s)"
     " ON CONFLICT (study_uid) DO UPDATE SET state = 'published', digest = excluded.digest,"
-    " finished_at = excluded.finished_at, version = coalesce(%s::integer, studies.version)"
+    " finished_at = excluded.finished_at, version = coalesce(%s::integer, studies.version),"
+    " claimed_until = NULL"
 )
 
 INSERT_OUTBOX = (
@@ -136,34 +136,24 @@ def query_values(query: RecordQuery) -> tuple[str | None, ...]:
     )
 
 
-def instance_values(
-    record: InstanceRecord, document: dict[str, Any], encoded: str, received_at: float
-) -> tuple[Any, ...]:
-    """The parameters of INSERT_INSTANCE: the record and the keys searched on their own."""
+def search_values(document: dict[str, Any]) -> tuple[str | None, ...]:
+    """A record's keys searched on their own columns (SEARCH_COLUMNS), from its JSON document."""
 
     def text(key: str) -> str | None:
         value = document.get(key)
         return None if value is None else str(value)
 
+    return tuple(text(key) for key in SEARCH_COLUMNS)
+
+
+def instance_values(
+    record: InstanceRecord, document: dict[str, Any], encoded: str, received_at: float
+) -> tuple[Any, ...]:
+    """The parameters of INSERT_INSTANCE: the record and the keys searched on their own."""
     return (
         record.sop_instance_uid,
         record.study_uid,
-        record.series_uid,
-        text("patient_id"),
-        text("accession_number"),
+        *search_values(document),
         encoded,
         received_at,
-    )
-
-
-def outbox_message(row: Any) -> OutboxMessage:
-    """An outbox row (id, study_uid, version, message_id, headers, body, created_at)."""
-    return OutboxMessage(
-        id=row[0],
-        study_uid=row[1],
-        version=row[2],
-        message_id=row[3],
-        headers=json.loads(row[4]),
-        body=bytes(row[5]),
-        created_at=row[6],
     )

@@ -16,7 +16,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -85,6 +85,21 @@ class PeerNoiseFilter(logging.Filter):
             )
 
 
+class _ProcessFields:
+    """Adds the same fields to every event of this process (threads included)."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self._fields = dict(fields)
+
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """The event with the fields it does not set itself."""
+        for key, value in self._fields.items():
+            event.setdefault(key, value)
+        return event
+
+
 def _current_peer() -> str:
     """The peer address of the association whose thread is logging, or "unknown"."""
     thread: Any = threading.current_thread()
@@ -101,11 +116,16 @@ def configure_logging(
     output_format: str = "auto",
     stream: TextIO | None = None,
     include_phi: bool = False,
+    fields: Mapping[str, Any] | None = None,
 ) -> None:
-    """Route structlog and standard logging to ``stream`` (stderr) in one format at ``level``."""
+    """Route structlog and standard logging to ``stream`` (stderr) in one format at ``level``.
+
+    ``fields`` are added to every line of this process (a worker's index).
+    """
     stream = stream or sys.stderr
     console = output_format == "console" or (output_format == "auto" and stream.isatty())
     shared: list[Any] = [
+        _ProcessFields(fields or {}),
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,

@@ -1,26 +1,24 @@
 """What the listener does with MPPS and Storage Commitment requests (docs/completion.md).
 
-MPPS states are kept in the journal. COMPLETED tells the aggregator which instances make up the
-study, so it is published the moment they are all in; DISCONTINUED publishes what arrived, or a
-``cancelled`` ImagingStudy when nothing did; IN PROGRESS may publish a ``registered`` one.
-Storage Commitment commits what the journal (and the disk) holds.
+MPPS states are kept in the journal, where any process finishing the study reads them (see
+:mod:`listener.studies`): COMPLETED lists the instances that make up the study, so it is published
+the moment they are all in; DISCONTINUED publishes what arrived, or a ``cancelled``
+ImagingStudy when nothing did; IN PROGRESS may publish a ``registered`` one. Storage Commitment
+commits what the journal (and this node's disk) holds.
 """
 
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
 from listener import mpps
-from listener.aggregator import Aggregator
 from listener.config import AggregatorSettings
 from listener.finisher import Completion, StudyFinisher
 from listener.instance_files import InstanceFiles
-from listener.journal import JournalStore
+from listener.journal_api import JournalStore
 from listener.logs import get_logger
 from listener.model import StudyState
 from listener.mpps import ProcedureStep, Status, WorkflowError
@@ -28,43 +26,25 @@ from listener.mpps import ProcedureStep, Status, WorkflowError
 log = get_logger("listener.procedures")
 
 
-@dataclass(frozen=True, slots=True)
-class Expectation:
-    """Instances a completed MPPS listed, and until when to wait for missing ones."""
-
-    instances: frozenset[str]
-    until: float
-
-
 class ProcedureSteps:
-    """MPPS N-CREATE/N-SET and Storage Commitment, on the service's journal and aggregator."""
+    """MPPS N-CREATE/N-SET and Storage Commitment, on the journal."""
 
     def __init__(
         self,
         *,
         journal: JournalStore,
-        aggregator: Aggregator,
         finisher: StudyFinisher,
         files: InstanceFiles,
         settings: AggregatorSettings,
-        lock: threading.Lock,
         clock: Callable[[], float],
         notify: Callable[[], None],
     ) -> None:
         self._journal = journal
-        self._aggregator = aggregator
         self._finisher = finisher
         self._files = files
         self._settings = settings
-        self._lock = lock
         self._clock = clock
         self._notify = notify
-        # Completed MPPS whose study is not (yet) pending here: applied when instances arrive.
-        self._waiting: dict[str, Expectation] = {}
-
-    @property
-    def _grace(self) -> float:
-        return self._settings.mpps_grace_seconds or self._settings.quiet_period_seconds
 
     # -- MPPS ----------------------------------------------------------------------------------
 
@@ -104,43 +84,28 @@ class ProcedureSteps:
             updated.to_json(), merged.to_json_dict(), now=self._clock()
         )
         log.info("mpps updated", mpps_uid=sop_instance_uid, status=updated.status)
-        if updated.status == mpps.COMPLETED:
-            self._completed(updated)
-        elif updated.status == mpps.DISCONTINUED:
+        if updated.status == mpps.DISCONTINUED:
             self._discontinued(updated)
+        if updated.status in mpps.FINAL_STATES:
+            self._notify()  # the study may be due now
         return Status.SUCCESS, "", merged
 
-    def _completed(self, step: ProcedureStep) -> None:
-        expectation = Expectation(step.expected_instances, self._clock() + self._grace)
-        with self._lock:
-            if step.study_uid in self._aggregator:
-                self._aggregator.expect(
-                    step.study_uid, expectation.instances, until=expectation.until
-                )
-            else:
-                self._waiting[step.study_uid] = expectation
-        self._notify()
-
     def _discontinued(self, step: ProcedureStep) -> None:
-        with self._lock:
-            pending = step.study_uid in self._aggregator
-            if pending:
-                present = {
-                    r.sop_instance_uid for r in self._aggregator.snapshot(step.study_uid).instances
-                }
-                self._aggregator.expect(step.study_uid, present, until=self._clock())
-        if pending:
-            self._notify()
-        elif not self._journal.study_records(step.study_uid) and self._settings.cancel_discontinued:
+        """A study with no instances is cancelled; a published one is left as it is."""
+        row = self._journal.study(step.study_uid)
+        if row is not None and row.state == "pending":
+            return  # the next finishing pass publishes what arrived
+        if not self._journal.study_records(step.study_uid) and self._settings.cancel_discontinued:
             self._publish_without_instances(step, Completion("mpps-discontinued", "cancelled"))
+        # Nothing pending to apply it to: it must not finish a later re-opening at once.
+        self._journal.consume_procedure_steps([step.sop_instance_uid])
 
     def _publish_without_instances(self, step: ProcedureStep, completion: Completion) -> None:
         """A registered or cancelled ImagingStudy from the MPPS alone (no instance has arrived)."""
-        with self._lock:
-            if step.study_uid in self._aggregator or self._journal.study_records(step.study_uid):
-                return
-            state = StudyState(study_uid=step.study_uid, series=(), headers=(step.header,))
-            message = self._finisher.finish(state, self._clock(), completion=completion)
+        if self._journal.study_records(step.study_uid):
+            return
+        state = StudyState(study_uid=step.study_uid, series=(), headers=(step.header,))
+        message = self._finisher.finish(state, self._clock(), completion=completion)
         if message is not None:
             log.info(
                 "study published from its MPPS",
@@ -149,20 +114,6 @@ class ProcedureSteps:
                 version=message.version,
             )
             self._notify()
-
-    def apply_waiting(self, study_uid: str) -> None:
-        """Called under the service lock when a study becomes pending: apply a waiting MPPS."""
-        expectation = self._waiting.pop(study_uid, None)
-        if expectation is not None:
-            self._aggregator.expect(study_uid, expectation.instances, until=expectation.until)
-
-    def recover(self, study_uid: str) -> None:
-        """After a restart, re-apply completed MPPS of a pending study (under the service lock)."""
-        for saved in self._journal.procedure_steps(study_uid):
-            step = ProcedureStep.from_json(saved)
-            if step.status == mpps.COMPLETED:
-                until = self._clock() + self._grace
-                self._aggregator.expect(study_uid, step.expected_instances, until=until)
 
     # -- Storage Commitment --------------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""The publish loop: drains the journal's outbox, in order, into a Publisher.
+"""The publish loop: drains the journal's outbox, in order per study, into a Publisher.
+
+Several relays (``dicom.workers``, other nodes) may drain one journal: each takes the oldest
+message whose study has no older one waiting and holds it for :data:`LEASE_SECONDS`, so a study's
+versions go out in order and no two relays publish the same message at once (a relay that dies
+mid-publish lets its message go again after the lease: at least once, same ``message_id``).
 
 A message leaves the outbox only after the broker confirmed it. While the broker is unreachable
 the loop retries with capped exponential backoff (``amqp.reconnect_max_seconds``) and, between
@@ -10,11 +15,12 @@ one ERROR when they start and one INFO when publishing resumes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 
-from listener.journal import JournalError, JournalStore, OutboxMessage
+from listener.journal_api import JournalError, JournalStore, OutboxMessage
 from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.publisher import Message, Publisher, PublishError
@@ -22,6 +28,7 @@ from listener.publisher import Message, Publisher, PublishError
 log = get_logger("listener.relay")
 
 BACKOFF_FIRST_SECONDS = 0.5
+LEASE_SECONDS = 30.0
 PROBE_INTERVAL_SECONDS = 0.5
 
 
@@ -116,10 +123,16 @@ class OutboxRelay:
     def _publish_next(self) -> bool:
         """Publish the oldest outbox message; False when the outbox is empty."""
         self._wake.clear()
-        message = self._journal.next_outbox()
+        now = self._clock()
+        message = self._journal.next_outbox(now=now, lease_until=now + LEASE_SECONDS)
         if message is None:
             return False
-        self._publisher.publish(_wire_message(message))
+        try:
+            self._publisher.publish(_wire_message(message))
+        except PublishError:
+            with contextlib.suppress(JournalError):  # else its lease lapses by itself
+                self._journal.release_outbox(message.id)
+            raise
         self._journal.remove_outbox(message.id)
         self._metrics.studies_published.inc()
         if message.version > 1:

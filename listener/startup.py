@@ -1,4 +1,4 @@
-"""Start-up chores of ``run``: the data directory's permissions, and start-up errors in one line.
+"""Start-up chores of ``run``: data directory permissions, start-up errors, children's lifetime.
 
 ``storage.data_dir`` holds patient data (names, IDs and birth dates in the journal, the DICOM
 files): the directory is 0700 and every file the process creates 0600, whatever the umask it was
@@ -8,15 +8,18 @@ started with. Journals and directories left by older releases (0644, 0755) are t
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import shutil
+import signal
 from pathlib import Path
 
 from listener.journal_health import JOURNAL_ERRORS
 
 _MB = 1024 * 1024
 PRIVATE_UMASK = 0o077
+_PR_SET_PDEATHSIG = 1  # prctl(2): signal this process when its parent dies
 JOURNAL_FILES = ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm")
 
 # What can stop the service from starting, as opposed to a bug (which keeps its traceback).
@@ -47,3 +50,11 @@ def startup_problem(exc: BaseException, data_dir: Path) -> str:
     except OSError:
         free = "free space unknown"
     return f"cannot start: {exc} (storage.data_dir {data_dir}: {free})"
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """Get SIGTERM when the parent dies, even by SIGKILL, so no orphan child keeps a port."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # it died before the request took effect
+        os._exit(0)

@@ -28,6 +28,9 @@ import pydicom.filereader
 from fhir.resources.R4B.imagingstudy import ImagingStudy as R4ImagingStudy
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.association import Association
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 PYDICOM_CHARSET_FILES = Path(pydicom.data.__file__).parent / "charset_files"
@@ -457,6 +460,16 @@ class TcpProxy:
         self.cut()
         self._closed = True
         self._server.close()
+
+
+def open_ct_association(port: int) -> tuple[Association, Dataset]:
+    """An established association offering CT_small.dcm's storage context, and that dataset."""
+    dataset = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")
+    ae = AE(ae_title="SCU")
+    ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+    association = ae.associate("127.0.0.1", port, ae_title="DICOM-LISTENER")
+    assert association.is_established
+    return association, dataset
 
 
 # -- the listener as a process ---------------------------------------------------------------

@@ -58,6 +58,11 @@ class DicomSettings:
     ae_title: str = _setting("DICOM-LISTENER", "Our AE title (called AE title).", checks.ae_title)
     host: str = _setting("0.0.0.0", "Address to bind the DICOM port to.")
     port: int = _setting(11112, "TCP port for DICOM associations.", checks.port)
+    workers: int = _setting(
+        1,
+        "Processes serving the DICOM port on this host (SO_REUSEPORT); 1 = no extra process.",
+        checks.positive,
+    )
     max_associations: int = _setting(
         16, "Maximum number of concurrent associations.", checks.positive
     )
@@ -420,6 +425,12 @@ def _check_combinations(settings: Settings) -> None:
     if settings.output.kind == "directory" and not settings.output.directory:
         raise ConfigError("output.directory: required when output.kind = directory")
     _check_dicomweb(settings.dicomweb)
+    last_metrics_port = settings.metrics.port + settings.dicom.workers - 1  # worker i: port + i
+    if settings.metrics.enabled and last_metrics_port > 65535:
+        raise ConfigError(
+            f"dicom.workers: worker {settings.dicom.workers - 1} would serve metrics on port"
+            f" {last_metrics_port} (metrics.port + its index), above 65535"
+        )
     amqp_tls = settings.amqp.tls
     if (amqp_tls.ca_file or amqp_tls.cert_file) and urlsplit(settings.amqp.url).scheme != "amqps":
         raise ConfigError("amqp.tls: set only with an amqps:// amqp.url")

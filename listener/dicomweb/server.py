@@ -9,10 +9,8 @@ it reports requests by status through shared memory, exported with the listener'
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
@@ -28,6 +26,7 @@ from listener.dicomweb.app import DicomWebApp
 from listener.journal_factory import open_journal
 from listener.logs import configure_logging, get_logger
 from listener.metrics import Metrics
+from listener.startup import end_with_parent
 
 log = get_logger("listener.dicomweb")
 
@@ -35,7 +34,6 @@ SERVING_NICENESS = 10  # receiving (the modalities) goes first when both want th
 STATUSES = (200, 204, 400, 401, 404, 406, 500)  # anything else counts as "other"
 _START_TIMEOUT_SECONDS = 30.0
 _STOP_TIMEOUT_SECONDS = 10.0
-_PR_SET_PDEATHSIG = 1  # prctl(2): signal this process when its parent dies
 
 
 def read_tokens(path: str) -> frozenset[str]:
@@ -126,7 +124,7 @@ class DicomWebServer:
 
 def _serve(arguments: _ChildArguments, counts: list[Synchronized[int]], listening: Any) -> None:
     """The child process: logging as the parent's, a journal of its own, uvicorn until SIGTERM."""
-    _end_with_parent(arguments.parent_pid)
+    end_with_parent(arguments.parent_pid)
     os.nice(SERVING_NICENESS)
     logging = arguments.logging
     configure_logging(
@@ -163,14 +161,6 @@ def _serve(arguments: _ChildArguments, counts: list[Synchronized[int]], listenin
         server.run()
     finally:
         journal.close()
-
-
-def _end_with_parent(parent_pid: int) -> None:
-    """Get SIGTERM when the listener dies, even by SIGKILL, so no orphan keeps the port."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # it died before the request took effect
-        os._exit(0)
 
 
 class _SignallingServer(uvicorn.Server):

@@ -216,7 +216,8 @@ class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, with every connection vetted before an association starts.
 
     pynetdicom builds the instance (``backlog``: the listen queue, sized for bursts of
-    connections); configure it with :meth:`guard` right after construction.
+    connections; ``reuse_port``: SO_REUSEPORT); configure it with :meth:`guard` right after
+    construction.
     """
 
     daemon_threads = True
@@ -229,8 +230,11 @@ class GuardedServer(ThreadedAssociationServer):
     _idle_timeout: float | None = None
     _max_p_data = 0
 
-    def __init__(self, *args: Any, backlog: int = 5, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, backlog: int = 5, reuse_port: bool = False, **kwargs: Any
+    ) -> None:
         self.request_queue_size = backlog  # read by listen() during construction
+        self._reuse_port = reuse_port  # read by server_bind() during construction
         self._handoff_lock = threading.Lock()
         self._pending = threading.BoundedSemaphore(64)
         self._pending_by_address = AddressCounts(0)
@@ -251,6 +255,17 @@ class GuardedServer(ThreadedAssociationServer):
         self._max_p_data = limits.max_pdu_size
         self._refuse = on_refused
         self._tick = limits.on_tick
+
+    def server_bind(self) -> None:
+        """Bind as pynetdicom does; with ``reuse_port``, share the port with sibling workers.
+
+        SO_REUSEPORT lets several processes of one user bind the same address and port, and the
+        kernel spreads incoming connections over them (``dicom.workers``).
+        """
+        if self._reuse_port:
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def service_actions(self) -> None:
         """Called by the accept loop about twice a second: lets the owner do periodic work."""

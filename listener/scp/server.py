@@ -150,6 +150,9 @@ class DicomServer:
             evt_handlers=handlers,
             server_class=GuardedServer,
             backlog=settings.listen_backlog,
+            # Only with several workers: a second listener started by mistake on the same port
+            # must fail with "address in use", not silently take half of the connections.
+            reuse_port=settings.workers > 1,
         )
         assert isinstance(server, GuardedServer)
         server.guard(tls=tls, limits=self._guard_limits(), on_refused=self._on_connection_refused)

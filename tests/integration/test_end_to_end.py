@@ -25,6 +25,7 @@ from tests.support import (
     AmqpTopology,
     dcmtk_tool,
     dicom_files,
+    open_ct_association,
     published_index,
     published_instances,
     storescu,
@@ -239,11 +240,7 @@ def test_sigterm_lets_an_open_association_finish_then_exits_zero(
 ) -> None:
     """On SIGTERM new associations are refused, an open one completes its stores, exit code is 0."""
     listener = start_listener(quiet_period=60)
-    dataset = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")
-    ae = AE(ae_title="SCU")
-    ae.add_requested_context(CTImageStorage, dataset.file_meta.TransferSyntaxUID)
-    association = ae.associate("127.0.0.1", listener.port, ae_title="DICOM-LISTENER")
-    assert association.is_established
+    association, dataset = open_ct_association(listener.port)
 
     assert listener.process is not None
     listener.process.send_signal(signal.SIGTERM)

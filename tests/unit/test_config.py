@@ -77,6 +77,8 @@ def test_fractional_quiet_period_is_allowed() -> None:
             "storage.database_password_file",
         ),
         ("[aggregator]\nquiet_period_seconds = 0\n", {}, "aggregator.quiet_period_seconds"),
+        ("[dicom]\nworkers = 0\n", {}, "dicom.workers"),
+        ("[dicom]\nworkers = 4\n[metrics]\nport = 65533\n", {}, "dicom.workers"),
         ('[dicom]\nae_title = "WAY_TOO_LONG_AE_TITLE"\n', {}, "dicom.ae_title"),
         ('[fhir]\nendpoint_address = "https://pacs/wado?token=1"\n', {}, "fhir.endpoint_address"),
         ('[fhir]\nendpoint_address = "https://pacs/wado#part"\n', {}, "fhir.endpoint_address"),

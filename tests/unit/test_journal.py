@@ -165,7 +165,7 @@ def test_opened_at_is_the_first_arrival_of_the_pending_period(open_journal: Jour
     journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.2"), 5.0)
-    assert journal.study("1.2") == StudyRow("1.2", "pending", 0, None, 5.0, 1.0)
+    assert journal.study("1.2") == StudyRow("1.2", "pending", 0, None, 5.0, 1.0, revision=1)
 
     journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=6.0)
     journal.add_instance(replace(RECORD, sop_instance_uid="1.2.1.3"), 9.0)
@@ -251,14 +251,21 @@ def test_settle_if_empty_only_touches_studies_without_records(tmp_path: Path) ->
     assert [row.study_uid for row in journal.pending_studies()] == ["1.2"]
 
 
-def test_a_schema_3_journal_is_upgraded_to_4(tmp_path: Path) -> None:
-    """A schema-3 journal (no stale_files table) opens, keeps its records and gains the table."""
+def test_a_schema_3_journal_is_upgraded_to_the_current_schema(tmp_path: Path) -> None:
+    """A schema-3 journal (no stale_files, no claim columns) opens, keeps its rows, gains both."""
     path = tmp_path / "j.sqlite3"
     journal = Journal(path)
     journal.add_instance(replace(RECORD, file="1.2/1.2.1/1.2.1.1.dcm"), 1.0)
     journal.close()
     old = sqlite3.connect(path)
     old.execute("DROP TABLE stale_files")
+    for table, column in [
+        ("studies", "revision"),
+        ("studies", "claimed_until"),
+        ("mpps", "consumed"),
+        ("outbox", "leased_until"),
+    ]:
+        old.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     old.execute("PRAGMA user_version=3")
     old.commit()
     old.close()
@@ -266,10 +273,13 @@ def test_a_schema_3_journal_is_upgraded_to_4(tmp_path: Path) -> None:
     upgraded = Journal(path)
     upgraded.add_instance(replace(RECORD, series_uid="1.2.9", file="1.2/1.2.9/1.2.1.1.dcm"), 2.0)
 
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     assert upgraded.stale_files() == ["1.2/1.2.1/1.2.1.1.dcm"]
+    [row] = upgraded.pending_studies()
+    assert row.revision == 1
+    assert upgraded.claim_study("1.2", now=3.0, until=9.0) == row
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
 def test_a_moved_instance_lists_its_old_file_as_stale_until_forgotten(

@@ -78,20 +78,23 @@ def test_republication_needs_the_next_version_of_a_published_study(
     assert row is not None and row.version == 2
 
 
-def test_retention_removes_files_then_prunes_records(open_journal: JournalOpener) -> None:
-    """Published studies are listed for file removal once, then pruned keeping their version."""
+def test_retention_walks_finished_studies_then_prunes_records(open_journal: JournalOpener) -> None:
+    """Finished studies are listed after a mark in finishing order; pruning keeps the version."""
     journal = open_journal()
     journal.add_instance(RECORD, 1.0)
     journal.add_instance(OTHER_PATIENT, 1.0)
+    journal.add_instance(replace(OTHER_PATIENT, study_uid="5.5", sop_instance_uid="5.5.1"), 1.0)
     journal.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=2.0)
+    journal.finish_study("5.5", digest="d", message=message("5.5", 1), finished_at=2.0)
 
-    assert journal.published_before(3.0, with_files=True, limit=10) == ["1.2"]
-    assert journal.published_before(1.5, with_files=True, limit=10) == []
-    journal.mark_files_removed("1.2")
-    assert journal.published_before(3.0, with_files=True, limit=10) == []
-    assert journal.published_before(3.0, with_files=False, limit=10) == ["1.2"]
+    start = (0.0, "")
+    assert journal.finished_before(3.0, after=start, limit=10) == [(2.0, "1.2"), (2.0, "5.5")]
+    assert journal.finished_before(3.0, after=start, limit=1) == [(2.0, "1.2")]
+    assert journal.finished_before(3.0, after=(2.0, "1.2"), limit=10) == [(2.0, "5.5")]
+    assert journal.finished_before(1.5, after=start, limit=10) == []
 
     journal.prune_study("1.2")
+    assert journal.finished_before(3.0, after=start, limit=1) == [(2.0, "1.2")]  # pruned too
     journal.prune_study("4.4")  # pending: left alone
 
     assert journal.study_records("1.2") == [] and journal.study_records("4.4") == [OTHER_PATIENT]

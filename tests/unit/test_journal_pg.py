@@ -65,6 +65,31 @@ def test_a_schema_from_a_newer_release_is_refused(postgres: str) -> None:
         PgJournal(postgres)
 
 
+def test_a_schema_1_database_is_upgraded_with_the_claim_columns(postgres: str) -> None:
+    """A database written by the first PostgreSQL release gains the claim columns, rows intact."""
+    first = PgJournal(postgres)
+    first.add_instance(RECORD, 1.0)
+    first.close()
+    with psycopg.connect(postgres) as db:
+        db.execute("DROP INDEX outbox_by_study")
+        for table, column in [
+            ("studies", "revision"),
+            ("studies", "claimed_until"),
+            ("mpps", "consumed"),
+            ("outbox", "leased_until"),
+        ]:
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("UPDATE journal_schema SET version = 1")
+
+    upgraded = PgJournal(postgres)
+    claimed = upgraded.claim_study("1.2", now=2.0, until=9.0)
+    upgraded.close()
+
+    assert claimed is not None and claimed.revision == 0
+    with psycopg.connect(postgres) as db:
+        assert db.execute("SELECT version FROM journal_schema").fetchall() == [(SCHEMA_VERSION,)]
+
+
 def test_an_unreachable_database_at_start_is_a_journal_error() -> None:
     """Nothing answering at the URL: opening fails with JournalError (one line at start)."""
     with pytest.raises(JournalError, match="unusable"):
