@@ -15,7 +15,8 @@ stays on disk. :class:`Receiver` replaces that provider on every association we 
 - a refused message's remaining PDVs are read and dropped, then the association's own thread
   answers it with the refusal's status, in order (``_serve_request`` is wrapped);
 - a message in progress must keep arriving at a minimum rate (:meth:`Receiver.stalled`, polled by
-  the server's watchdog, which then :meth:`Receiver.cut` s the connection);
+  the server's :class:`~listener.scp.watchdog.Watchdog`, which then :meth:`Receiver.cut` s the
+  connection);
 - a protocol violation (unknown command, oversized command set, data before its command) aborts
   the association at once (A-P-ABORT), as pynetdicom does for a PDU it cannot decode;
 - when the association ends, whatever was not served is removed (``kill`` is wrapped).
@@ -28,7 +29,6 @@ import socket
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
@@ -256,41 +256,6 @@ class Receiver(DIMSEServiceProvider):
             "calling_ae": str(requestor.ae_title),
             "peer": f"{requestor.address}:{requestor.port}",
         }
-
-
-class Watchdog:
-    """Every ``period`` seconds, cuts the receivers whose message arrives too slowly."""
-
-    def __init__(self, *, period: float) -> None:
-        self._period = period
-        self._lock = threading.Lock()
-        self._receivers: weakref.WeakSet[Receiver] = weakref.WeakSet()
-        self._running = threading.Event()
-
-    def add(self, receiver: Receiver) -> None:
-        """Watch ``receiver`` for as long as its association exists."""
-        with self._lock:
-            self._receivers.add(receiver)
-
-    def start(self) -> None:
-        """Start watching in a daemon thread."""
-        self._running.set()
-        threading.Thread(target=self._run, name="dicom-watchdog", daemon=True).start()
-
-    def stop(self) -> None:
-        """Stop after the current round."""
-        self._running.clear()
-
-    def _run(self) -> None:
-        while self._running.is_set():
-            time.sleep(self._period)
-            with self._lock:
-                receivers = list(self._receivers)
-            now = time.monotonic()
-            for receiver in receivers:
-                reason = receiver.stalled(now)
-                if reason is not None:
-                    receiver.cut(reason)
 
 
 def install(

@@ -43,6 +43,7 @@ from listener.scp.incoming import ReceiveLimits, Refusal
 from listener.scp.negotiation import StorageNegotiation
 from listener.scp.report_channel import STORAGE_COMMITMENT
 from listener.scp.spool_pool import SpoolPool
+from listener.scp.watchdog import Watchdog
 
 log = get_logger("listener.scp")
 _MB = 1024 * 1024
@@ -102,7 +103,7 @@ class DicomServer:
             window_seconds=settings.dimse_timeout_seconds,
             min_bytes_per_second=settings.min_transfer_bytes_per_second,
         )
-        self._watchdog = receive.Watchdog(period=min(1.0, settings.dimse_timeout_seconds / 4))
+        self._watchdog = Watchdog(period=min(1.0, settings.dimse_timeout_seconds / 4))
         self._sink = sink
         self._workflow = WorkflowHandlers(settings, procedures)
         self._spool_dir = spool_dir
