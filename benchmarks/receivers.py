@@ -82,11 +82,12 @@ def spawn(
     called_ae: str = ANY_AE,
     port: int,
     env: dict[str, str] | None = None,
+    cwd: Path = REPO,
 ) -> Receiver:
-    """Start ``command`` (from the repository root) with its output in ``work/<name>.log``."""
+    """Start ``command`` in ``cwd`` (default: this checkout); output to ``work/<name>.log``."""
     log_path = work / f"{name}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     return Receiver(name, called_ae, port, process, log_path)
 
 
@@ -117,8 +118,12 @@ def start_listener(
     quiet_period: float,
     amqp: dict[str, str],
     extra: dict[str, str] | None = None,
+    cwd: Path = REPO,
 ) -> Receiver:
-    """``python -m listener`` with its data directory under ``work`` (``extra``: more settings)."""
+    """``python -m listener`` run from checkout ``cwd``, its data directory under ``work``.
+
+    ``extra``: more settings.
+    """
     port, metrics_port = free_port(), free_port()
     env = listener_environment(
         port=port,
@@ -128,8 +133,9 @@ def start_listener(
         amqp=amqp,
     )
     env.update(extra or {})
+    env["PYTHONPATH"] = str(cwd)  # this checkout's code, whichever one the venv installed
     command = [sys.executable, "-m", "listener"]
-    receiver = spawn(name, command, work, called_ae=LISTENER_AE, port=port, env=env)
+    receiver = spawn(name, command, work, called_ae=LISTENER_AE, port=port, env=env, cwd=cwd)
     receiver.metrics_port = metrics_port
     receiver.publishes_studies = True
     return receiver

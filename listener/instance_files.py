@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,19 +38,31 @@ class InstanceFiles:
         _make_directories(self._root)
         return shutil.disk_usage(self._root).free >= self._min_free_bytes
 
-    def place(self, spooled: Path, record: InstanceRecord, *, size: int) -> InstanceRecord:
+    def place(
+        self,
+        spooled: Path,
+        record: InstanceRecord,
+        *,
+        size: int,
+        synced: Callable[[], None] | None = None,
+    ) -> InstanceRecord:
         """Move ``spooled`` to its place, durably (fsync); return the record with file and size.
 
-        The record also names this node (``storage.node_name``): with several listeners, the one
-        that holds the file.
+        ``synced``: waits for a data sync of ``spooled`` already under way (the receiver started
+        it); without it the file is fsynced here. Either way its data is on disk before the
+        rename. The record also names this node (``storage.node_name``): with several listeners,
+        the one that holds the file.
         """
         relative = Path(record.study_uid, record.series_uid, f"{record.sop_instance_uid}.dcm")
         if not self._keep:
             return replace(record, size=size, node=self._node)
         target = self._root / relative
         _make_directories(target.parent)
-        with spooled.open("rb") as handle:
-            os.fsync(handle.fileno())
+        if synced is not None:
+            synced()
+        else:
+            with spooled.open("rb") as handle:
+                os.fdatasync(handle.fileno())  # data and size: what reading it back needs
         os.replace(spooled, target)
         fsync_directory(target.parent)
         return replace(record, file=relative.as_posix(), size=size, node=self._node)

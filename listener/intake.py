@@ -113,7 +113,7 @@ class Intake:
 
     def _store(self, incoming: IncomingInstance, record: InstanceRecord, size: int) -> StoreOutcome:
         """Compare with the held version by content digest, apply the policy, place and commit."""
-        record = replace(record, digest=content_digest(incoming.path))
+        record = replace(record, digest=incoming.digest or content_digest(incoming.path))
         with self._sop_locks.hold(record.sop_instance_uid):
             held = self._journal.instance(record.sop_instance_uid)
             resend = compare_resend(held, record)
@@ -126,7 +126,8 @@ class Intake:
                 incoming.path.unlink(missing_ok=True)
                 return refused
             with self._files.placing():
-                return self._commit(self._files.place(incoming.path, record, size=size))
+                placed = self._files.place(incoming.path, record, size=size, synced=incoming.synced)
+                return self._commit(placed)
 
     def _apply_changed_policy(
         self, incoming: IncomingInstance, held: InstanceRecord, record: InstanceRecord

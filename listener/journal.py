@@ -199,7 +199,9 @@ class Journal:
             try:
                 if self._wal_fd is None:
                     self._wal_fd = os.open(self._wal_path, os.O_RDONLY)
-                os.fsync(self._wal_fd)
+                # Data and size, not timestamps: all a reader of the WAL needs (SQLite's own
+                # WAL syncs are fdatasync too); the WAL's name was made durable when it was made.
+                os.fdatasync(self._wal_fd)
             except OSError as exc:
                 raise JournalError(f"journal sync failed: {exc}", full=exc.errno == 28) from exc
             self._synced = target

@@ -53,6 +53,15 @@ def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+def spool_leftovers(spool: Path) -> list[Path]:
+    """Files in ``spool`` holding data: what messages left behind.
+
+    The empty files the listener makes ahead of need (``listener/scp/spool_pool.py``) do not
+    count: every spool file in use holds at least its File Meta.
+    """
+    return [path for path in spool.iterdir() if path.stat().st_size > 0]
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as probe:

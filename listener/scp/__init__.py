@@ -3,8 +3,10 @@
 ``server`` runs the Storage SCP, ``guard`` vets connections (TLS, deadlines, address rules),
 ``association_request`` reads and vets the A-ASSOCIATE-RQ for it, ``admission`` holds the
 per-address caps and the hand-off to pynetdicom, ``receive`` assembles each message
-(``incoming``) and streams C-STORE data sets to ``spool``, ``wakeup`` stops pynetdicom's
-per-association thread from polling, ``contexts`` says what is accepted and which statuses are
+(``incoming``) and streams C-STORE data sets to ``spool`` (into files ``spool_pool`` made ahead,
+after the File Meta of ``file_meta``), ``watchdog`` cuts messages that arrive too slowly,
+``response`` encodes plain C-STORE responses, ``wakeup`` stops pynetdicom's per-association
+threads from polling, ``contexts`` says what is accepted and which statuses are
 answered, ``verify`` is the C-ECHO SCU.
 """
 

@@ -7,6 +7,7 @@ data set is held in memory up to a bound. Once refused, the rest of the data set
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -17,11 +18,13 @@ from pydicom.uid import UID
 from pydicom.valuerep import VR
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import _MESSAGE_TYPES
-from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
+from pynetdicom.dsutils import decode
 
 from listener.model import StoreOutcome
 from listener.scp.contexts import STATUS_FOR_OUTCOME
+from listener.scp.file_meta import file_header
 from listener.scp.spool import SpoolFile
+from listener.scp.spool_pool import SpoolPool
 
 C_STORE_RQ = 0x0001
 NO_DATASET = 0x0101  # CommandDataSetType: no data set follows
@@ -66,6 +69,15 @@ class Refusal:
     outcome: StoreOutcome | None = None  # how a refused C-STORE is counted
 
 
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A received C-STORE data set on disk and the SHA-256 of its bytes (File Meta excluded)."""
+
+    path: Path
+    digest: str
+    synced: Callable[[], None] | None  # waits for the file's data sync (raises its OSError)
+
+
 class Progress:
     """Each window of ``window_seconds`` must bring ``min_bytes_per_second`` x window bytes."""
 
@@ -93,8 +105,11 @@ class Progress:
 class Incoming:
     """The state of the message being received (used under its receiver's lock)."""
 
-    def __init__(self, limits: ReceiveLimits, started: float) -> None:
+    def __init__(
+        self, limits: ReceiveLimits, started: float, pool: SpoolPool | None = None
+    ) -> None:
         self._limits = limits
+        self._pool = pool
         self.progress = Progress(limits, started)
         self.received = 0
         self._command_bytes = bytearray()
@@ -116,9 +131,13 @@ class Incoming:
             return self._take_command(assoc, context_id, payload, last)
         return self._take_dataset(context_id, payload, last)
 
-    def spooled_path(self) -> Path | None:
-        """The complete spool file of an accepted C-STORE data set."""
-        return self._spool.path if self._spool is not None and self.refusal is None else None
+    def spooled(self) -> Spooled | None:
+        """The complete spool file of an accepted C-STORE data set, with its content digest."""
+        spool = self._spool
+        if spool is None or spool.path is None or self.refusal is not None:
+            return None
+        synced = spool.synced
+        return Spooled(spool.path, spool.digest, None if synced is None else synced.result)
 
     def discard(self) -> None:
         """Remove the spool file and release the buffer."""
@@ -158,7 +177,7 @@ class Incoming:
         syntax = _uid(context.transfer_syntax[0])
         self._explicit_vr = _explicit_vr(syntax)
         try:
-            header = _file_header(
+            header = file_header(
                 sop_class, _uid(self.command.get("AffectedSOPInstanceUID")), syntax
             )
         except Exception:  # noqa: BLE001 - any UID pydicom cannot write is unusable
@@ -170,6 +189,7 @@ class Incoming:
             meta=header,
             max_bytes=limits.max_instance_bytes,
             min_free=limits.min_free_bytes,
+            pool=self._pool,
         )
 
     def _take_dataset(self, context_id: int, payload: bytes, last: bool) -> bool:
@@ -246,16 +266,6 @@ def response_to(request: Any, refusal: Refusal) -> Any:
     comment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in refusal.reason)
     response.ErrorComment = comment[:64]  # LO: no backslash or control characters
     return response
-
-
-def _file_header(sop_class: str, sop_instance: str, syntax: str) -> bytes:
-    """Preamble, DICM prefix and File Meta Information of a spooled instance."""
-    meta = create_file_meta(
-        sop_class_uid=UID(sop_class),
-        sop_instance_uid=UID(sop_instance),
-        transfer_syntax=UID(syntax),
-    )
-    return b"\0" * 128 + b"DICM" + encode_file_meta(meta)
 
 
 def _explicit_vr(syntax: str) -> bool:

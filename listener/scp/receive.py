@@ -15,7 +15,8 @@ stays on disk. :class:`Receiver` replaces that provider on every association we 
 - a refused message's remaining PDVs are read and dropped, then the association's own thread
   answers it with the refusal's status, in order (``_serve_request`` is wrapped);
 - a message in progress must keep arriving at a minimum rate (:meth:`Receiver.stalled`, polled by
-  the server's watchdog, which then :meth:`Receiver.cut` s the connection);
+  the server's :class:`~listener.scp.watchdog.Watchdog`, which then :meth:`Receiver.cut` s the
+  connection);
 - a protocol violation (unknown command, oversized command set, data before its command) aborts
   the association at once (A-P-ABORT), as pynetdicom does for a PDU it cannot decode;
 - when the association ends, whatever was not served is removed (``kill`` is wrapped).
@@ -28,10 +29,8 @@ import socket
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from io import BytesIO
-from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom import evt
@@ -42,7 +41,16 @@ from pynetdicom.dimse_primitives import C_CANCEL, DimseServiceType
 from pynetdicom.pdu_primitives import P_DATA
 
 from listener.logs import get_logger
-from listener.scp.incoming import Incoming, ProtocolError, ReceiveLimits, Refusal, response_to
+from listener.scp.incoming import (
+    Incoming,
+    ProtocolError,
+    ReceiveLimits,
+    Refusal,
+    Spooled,
+    response_to,
+)
+from listener.scp.response import send_plain_response
+from listener.scp.spool_pool import SpoolPool
 
 log = get_logger("listener.scp")
 
@@ -58,17 +66,23 @@ class Receiver(DIMSEServiceProvider):
     """The DIMSE provider of one accepted association (``receive_primitive`` runs on its DUL)."""
 
     def __init__(
-        self, assoc: Association, limits: ReceiveLimits, on_refused: RefusalHandler
+        self,
+        assoc: Association,
+        limits: ReceiveLimits,
+        on_refused: RefusalHandler,
+        pool: SpoolPool | None = None,
     ) -> None:
         super().__init__(assoc)
         self._limits = limits
+        self._pool = pool
         self._on_refused = on_refused
         self._lock = threading.Lock()
         self._current: Incoming | None = None
         self._closed = False
         self._ending_since: float | None = None
         self._refusals: dict[int, Refusal] = {}
-        self._spooled: dict[int, Path] = {}  # delivered C-STORE files, until served
+        self._spooled: dict[int, Spooled] = {}  # delivered C-STORE files, until served
+        self._arrived = threading.Event()  # a message was queued for the association thread
 
     # -- the DUL thread ------------------------------------------------------------------------
 
@@ -93,7 +107,7 @@ class Receiver(DIMSEServiceProvider):
             raise ProtocolError("empty presentation data value")
         message = self._current
         if message is None:
-            message = self._current = Incoming(self._limits, time.monotonic())
+            message = self._current = Incoming(self._limits, time.monotonic(), self._pool)
         complete = message.take(self.assoc, context_id, data[0], data[1:])
         if complete:
             self._current = None
@@ -105,8 +119,8 @@ class Receiver(DIMSEServiceProvider):
         dimse_message.command_set = message.command
         dimse_message.context_id = message.context_id
         dimse_message.data_set = BytesIO(message.buffer)
-        path = message.spooled_path()
-        dimse_message._data_set_path = path
+        spooled = message.spooled()
+        dimse_message._data_set_path = None if spooled is None else spooled.path
         evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": dimse_message})
         try:
             primitive = dimse_message.message_to_primitive()
@@ -119,12 +133,13 @@ class Receiver(DIMSEServiceProvider):
                 return
             if message.refusal is not None:
                 self._refusals[id(primitive)] = message.refusal
-            if path is not None:
-                self._spooled[id(primitive)] = path
+            if spooled is not None:
+                self._spooled[id(primitive)] = spooled
         if isinstance(primitive, C_CANCEL) and len(self.cancel_req) < 10:
             self.cancel_req[int(primitive.MessageIDBeingRespondedTo or 0)] = primitive
         else:
             self.msg_queue.put((int(message.context_id or 0), cast(DimseServiceType, primitive)))
+            self._arrived.set()
 
     def _abort(self, reason: str) -> None:
         """A-P-ABORT now (from the DUL thread), dropping the message in progress."""
@@ -135,6 +150,12 @@ class Receiver(DIMSEServiceProvider):
         self.dul.event_queue.put("Evt19")  # invalid PDU: the state machine sends the A-ABORT
 
     # -- the association thread ----------------------------------------------------------------
+
+    def wait_for_message(self, timeout: float) -> None:
+        """Return once a message is queued for serving, or after ``timeout`` (wakeup.py)."""
+        self._arrived.clear()
+        if self.msg_queue.empty():
+            self._arrived.wait(timeout)
 
     def serve(
         self, original: Callable[[DimseServiceType, int], None], msg: Any, context_id: int
@@ -149,9 +170,19 @@ class Receiver(DIMSEServiceProvider):
                 self._answer(msg, context_id, refusal)
         finally:
             with self._lock:
-                path = self._spooled.pop(id(msg), None)
-            if path is not None:
-                path.unlink(missing_ok=True)
+                spooled = self._spooled.pop(id(msg), None)
+            if spooled is not None:
+                spooled.path.unlink(missing_ok=True)
+
+    def spooled_of(self, request: Any) -> Spooled | None:
+        """A request's spool file, its content digest and its data sync (None if none)."""
+        with self._lock:
+            return self._spooled.get(id(request))
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """Send a DIMSE message; a plain C-STORE response skips pydicom (``response.py``)."""
+        if not send_plain_response(self, primitive, context_id):
+            super().send_msg(primitive, context_id)
 
     def _answer(self, msg: Any, context_id: int, refusal: Refusal) -> None:
         try:
@@ -166,9 +197,9 @@ class Receiver(DIMSEServiceProvider):
         with self._lock:
             self._closed = True
             partial = self._discard_current()
-            paths, self._spooled = list(self._spooled.values()), {}
-        for path in paths:
-            path.unlink(missing_ok=True)
+            spooled, self._spooled = list(self._spooled.values()), {}
+        for done in spooled:
+            done.path.unlink(missing_ok=True)
         if partial is not None:
             log.warning(
                 "association ended mid-message; its partial data removed",
@@ -227,44 +258,17 @@ class Receiver(DIMSEServiceProvider):
         }
 
 
-class Watchdog:
-    """Every ``period`` seconds, cuts the receivers whose message arrives too slowly."""
+def install(
+    assoc: Association,
+    limits: ReceiveLimits,
+    on_refused: RefusalHandler,
+    pool: SpoolPool | None = None,
+) -> Receiver:
+    """Make a new association receive through a :class:`Receiver` (before its threads start).
 
-    def __init__(self, *, period: float) -> None:
-        self._period = period
-        self._lock = threading.Lock()
-        self._receivers: weakref.WeakSet[Receiver] = weakref.WeakSet()
-        self._running = threading.Event()
-
-    def add(self, receiver: Receiver) -> None:
-        """Watch ``receiver`` for as long as its association exists."""
-        with self._lock:
-            self._receivers.add(receiver)
-
-    def start(self) -> None:
-        """Start watching in a daemon thread."""
-        self._running.set()
-        threading.Thread(target=self._run, name="dicom-watchdog", daemon=True).start()
-
-    def stop(self) -> None:
-        """Stop after the current round."""
-        self._running.clear()
-
-    def _run(self) -> None:
-        while self._running.is_set():
-            time.sleep(self._period)
-            with self._lock:
-                receivers = list(self._receivers)
-            now = time.monotonic()
-            for receiver in receivers:
-                reason = receiver.stalled(now)
-                if reason is not None:
-                    receiver.cut(reason)
-
-
-def install(assoc: Association, limits: ReceiveLimits, on_refused: RefusalHandler) -> Receiver:
-    """Make a new association receive through a :class:`Receiver` (before its threads start)."""
-    receiver = Receiver(assoc, limits, on_refused)
+    ``pool``: ready spool files, and where complete ones are fsynced beside the handler.
+    """
+    receiver = Receiver(assoc, limits, on_refused, pool)
     assoc.dimse = receiver
     original_serve, original_kill = assoc._serve_request, assoc.kill
 

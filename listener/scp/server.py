@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +42,8 @@ from listener.scp.guard import GuardedServer, server_tls_context
 from listener.scp.incoming import ReceiveLimits, Refusal
 from listener.scp.negotiation import StorageNegotiation
 from listener.scp.report_channel import STORAGE_COMMITMENT
+from listener.scp.spool_pool import SpoolPool
+from listener.scp.watchdog import Watchdog
 
 log = get_logger("listener.scp")
 _MB = 1024 * 1024
@@ -58,6 +60,10 @@ class IncomingInstance:
     sop_class_uid: str
     sop_instance_uid: str
     calling_ae: str
+    digest: str = ""  # content_digest(path), taken while spooling; "" when unknown
+    # Waits for the file's data sync started when it was complete (raises its OSError); None:
+    # the sink must fsync the file itself.
+    synced: Callable[[], None] | None = None
 
 
 class InstanceSink(Protocol):
@@ -97,7 +103,7 @@ class DicomServer:
             window_seconds=settings.dimse_timeout_seconds,
             min_bytes_per_second=settings.min_transfer_bytes_per_second,
         )
-        self._watchdog = receive.Watchdog(period=min(1.0, settings.dimse_timeout_seconds / 4))
+        self._watchdog = Watchdog(period=min(1.0, settings.dimse_timeout_seconds / 4))
         self._sink = sink
         self._workflow = WorkflowHandlers(settings, procedures)
         self._spool_dir = spool_dir
@@ -110,6 +116,7 @@ class DicomServer:
         )
         self._stats_lock = threading.Lock()
         self._refusal_log = PerKeyLimit(limit=REFUSALS_LOGGED, window=REFUSAL_WINDOW_SECONDS)
+        self._spool_pool: SpoolPool | None = None
 
     def start(self) -> None:
         """Bind the port and start accepting associations."""
@@ -119,6 +126,7 @@ class DicomServer:
         tempfile.tempdir = str(self._spool_dir)
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"
+        self._spool_pool = SpoolPool(self._spool_dir)
         wakeup.install()  # the DUL answers as soon as there is work, not at its next 1 ms poll
         settings = self._settings
         syntaxes = transfer_syntaxes()
@@ -196,16 +204,22 @@ class DicomServer:
             )
             association.abort()
         self._log_suppressed_refusals(all_windows=True)
+        if self._spool_pool is not None:
+            self._spool_pool.close()
         log.info("dicom stopped")
 
     def _on_c_store(self, event: evt.Event) -> int | Dataset:
         request = event.request
         assert isinstance(request, C_STORE)
+        receiver = event.assoc.dimse
+        spooled = receiver.spooled_of(request) if isinstance(receiver, receive.Receiver) else None
         incoming = IncomingInstance(
             path=Path(event.dataset_path),
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             calling_ae=event.assoc.requestor.ae_title,
+            digest="" if spooled is None else spooled.digest,
+            synced=None if spooled is None else spooled.synced,
         )
         try:
             outcome = self._sink.receive(incoming)
@@ -224,7 +238,8 @@ class DicomServer:
 
     def _on_connection(self, event: evt.Event) -> None:
         """Receive this association's messages through a bounded :class:`Receiver`."""
-        self._watchdog.add(receive.install(event.assoc, self._limits, self._on_refused))
+        receiver = receive.install(event.assoc, self._limits, self._on_refused, self._spool_pool)
+        self._watchdog.add(receiver)
 
     def _on_refused(
         self, association: Association, request: DimseServiceType, refusal: Refusal

@@ -4,18 +4,28 @@ A :class:`SpoolFile` writes the File Meta Information and then the dataset's byt
 Before each write it checks the instance size limit and the free-space reserve, and any write
 error (ENOSPC, EDQUOT, EIO, ...) is caught: the partial file is removed at once and the write
 answers with the outcome to refuse the instance with. Nothing is created until the first bytes
-arrive, and a refused or discarded file never lingers.
+arrive, and a refused or discarded file never lingers. The dataset's bytes (not the File Meta we
+write) are hashed as they pass, so the content digest needs no second read of the file.
+
+With a :class:`~listener.scp.spool_pool.SpoolPool`, a spool file is one the pool made ready, and
+:meth:`SpoolFile.finish` hands the complete file to the pool's threads to be fsynced and closed:
+the data sync then runs while the C-STORE handler reads the header and looks up the journal
+(fsync releases the GIL), and the handler waits for :attr:`SpoolFile.synced` before the file is
+moved into place, so nothing is acknowledged before its data is on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
+from concurrent.futures import Future
 from pathlib import Path
 
 from listener.model import StoreOutcome
+from listener.scp.spool_pool import SpoolPool
 
 # Free space is asked of the file system at most once per this many bytes written (statvfs is
 # cheap, but not per 16 KiB PDV); in between it is estimated from what was written.
@@ -32,7 +42,15 @@ def free_bytes(directory: Path) -> int:
 class SpoolFile:
     """A spool file being written; refused (and removed) as soon as it cannot be kept."""
 
-    def __init__(self, directory: Path, *, meta: bytes, max_bytes: int, min_free: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        meta: bytes,
+        max_bytes: int,
+        min_free: int,
+        pool: SpoolPool | None = None,
+    ) -> None:
         """``meta``: what precedes the dataset in the file (preamble, DICM, File Meta)."""
         self._directory = directory
         self._pending_meta = meta
@@ -45,6 +63,14 @@ class SpoolFile:
         self._refused: StoreOutcome | None = None
         self._free = 0
         self._unchecked = _CHECK_EVERY  # check on the first write
+        self._hash = hashlib.sha256()
+        self._pool = pool
+        self.synced: Future[None] | None = None  # the data sync started by finish()
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (hex) of the dataset bytes written so far: ``content_digest`` of the file."""
+        return self._hash.hexdigest()
 
     def write(self, data: bytes) -> StoreOutcome | None:
         """Append ``data``; on refusal the file is gone and the outcome to answer is returned.
@@ -61,21 +87,29 @@ class SpoolFile:
             return self._refuse(StoreOutcome.OUT_OF_RESOURCES)
         try:
             if self._fd is None:
-                fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._directory)
-                self._fd, self.path = fd, Path(name)
+                self._fd, self.path = self._create()
             _write_all(self._fd, chunk)
         except OSError as exc:
             self.error = f"{exc.strerror or exc} (errno {exc.errno})"
             return self._refuse(_outcome_of(exc))
         self._pending_meta = b""
         self.size += len(chunk)
+        self._hash.update(data)
         return None
 
     def finish(self) -> StoreOutcome | None:
-        """Close the file (it stays, for the C-STORE handler); on a close error, refuse."""
+        """Close the file (it stays, for the C-STORE handler); on a close error, refuse.
+
+        With a pool the file is fsynced and closed on its threads; :attr:`synced` says when (and
+        raises the OSError of a failed sync or close).
+        """
         fd, self._fd = self._fd, None
         if fd is None:
             return None
+        if self._pool is not None:
+            self.synced = self._pool.sync_and_close(fd)
+            if self.synced is not None:
+                return None
         try:
             os.close(fd)
         except OSError as exc:
@@ -93,6 +127,12 @@ class SpoolFile:
         if path is not None:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+    def _create(self) -> tuple[int, Path]:
+        if self._pool is not None:
+            return self._pool.take()
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._directory)
+        return fd, Path(name)
 
     def _has_room(self, size: int) -> bool:
         if self._min_free <= 0:

@@ -20,6 +20,7 @@ from tests.support import (
     TcpProxy,
     http_get,
     metric_value,
+    spool_leftovers,
     wait_for,
 )
 
@@ -217,7 +218,7 @@ def test_instance_over_the_size_limit_is_refused_and_removed(
     association.release()  # type: ignore[attr-defined]
 
     assert status.Status == 0xA701
-    assert not list((listener.data_dir / "spool").iterdir())
+    assert spool_leftovers(listener.data_dir / "spool") == []
     assert not list((listener.data_dir).glob("instances/**/*.dcm"))
 
 

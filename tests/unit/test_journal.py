@@ -151,6 +151,7 @@ def test_one_fsync_makes_every_earlier_commit_durable(
         real_fsync(descriptor)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(os, "fdatasync", counting_fsync)
 
     journal.make_durable(results[-1].sequence)
     for result in results:

@@ -60,6 +60,7 @@ def test_a_failed_wal_fsync_is_a_journal_error_saying_whether_the_disk_is_full(
         raise OSError(error, os.strerror(error))
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fdatasync", failing_fsync)
     with pytest.raises(JournalError, match="journal sync failed") as raised:
         journal.make_durable(sequence)
     assert raised.value.full is full

@@ -8,12 +8,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from pynetdicom import AE, association
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_ECHO
 from pynetdicom.dul import DULServiceProvider
 
+from listener.scp import wakeup
 from listener.scp.guard import GuardedSocket
+from listener.scp.incoming import ReceiveLimits
+from listener.scp.receive import install
 from tests.support import dcmtk_tool, free_port
 from tests.unit.test_service import FakeClock, FakePublisher, make_service
 
@@ -111,3 +117,50 @@ def test_associations_are_served_without_waiting_for_the_dul_poll(
 
     assert echo.returncode == 0, echo.stderr
     assert elapsed < 1.9
+
+
+class _PollingReactor(Association):
+    """An association thread that only runs pynetdicom's reactor poll ``polls`` times."""
+
+    def __init__(self, polls: int, queued: bool) -> None:
+        super().__init__(AE(), "acceptor")
+        limits = ReceiveLimits(Path("/nonexistent"), 1, 1, 0, 1.0, 1)
+        self.receiver = install(self, limits, lambda *_args: None)
+        if queued:
+            self.receiver.msg_queue.put((1, C_ECHO()))
+        self.polls = polls
+        self.elapsed = self.other_sleep = 0.0
+
+    def run(self) -> None:
+        patched_time = cast(Any, association).time  # as _run_reactor sees the time module
+        started = time.monotonic()
+        for _ in range(self.polls):
+            patched_time.sleep(0.001)  # what _run_reactor does before each get_msg
+        self.elapsed = time.monotonic() - started
+        started = time.monotonic()
+        patched_time.sleep(0.1)  # the abort path's delay: never shortened
+        self.other_sleep = time.monotonic() - started
+
+
+def test_the_reactor_poll_ends_once_a_message_is_queued() -> None:
+    """With a message queued, the association's 1 ms poll returns at once (500 polls << 0.5 s).
+
+    Its other sleeps (the abort path's 0.1 s) stay as long as pynetdicom asks.
+    """
+    assert wakeup.install()
+    reactor = _PollingReactor(500, queued=True)
+    reactor.start()
+    reactor.join()
+
+    assert reactor.elapsed < 0.25
+    assert reactor.other_sleep >= 0.099
+
+
+def test_the_reactor_poll_still_waits_without_a_message() -> None:
+    """With nothing queued, each poll lasts its millisecond (no busy loop)."""
+    assert wakeup.install()
+    reactor = _PollingReactor(100, queued=False)
+    reactor.start()
+    reactor.join()
+
+    assert reactor.elapsed >= 0.09
