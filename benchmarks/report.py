@@ -88,8 +88,8 @@ def orthanc_ratio_lines(cells: list[Cell]) -> list[str]:
     """The listener's instances/s relative to Orthanc's, cell by cell (none without Orthanc)."""
     lines = [
         f"listener / orthanc, {cell.size} x{cell.associations} storescu TCP_NODELAY="
-        f"{int(cell.tcp_nodelay)}: {_ratio(cell.ratio_to_orthanc)} (orthanc as configured),"
-        f" {_ratio(cell.ratio_to_orthanc_nd)} (orthanc-nd, TCP_NODELAY=1)"
+        f"{int(cell.tcp_nodelay)}: {ratio_text(cell.ratio_to_orthanc)} (orthanc as configured),"
+        f" {ratio_text(cell.ratio_to_orthanc_nd)} (orthanc-nd, TCP_NODELAY=1)"
         for cell in cells
         if cell.receiver == LISTENER
         and (cell.ratio_to_orthanc is not None or cell.ratio_to_orthanc_nd is not None)
@@ -178,12 +178,12 @@ def summarize_log(text: str) -> dict[str, Any]:
     return {"levels": dict(levels), "events": dict(events), "unparsed": unparsed[:20]}
 
 
-def _rate(value: float | None, digits: int) -> str:
+def rate_text(value: float | None, digits: int) -> str:
     """A rate for the table, or ``FAILED``."""
     return "FAILED" if value is None else f"{value:.{digits}f}"
 
 
-def _ratio(value: float | None) -> str:
+def ratio_text(value: float | None) -> str:
     """A ratio for the table, or ``-``."""
     return "-" if value is None else f"{value:.2f}"
 
@@ -199,8 +199,8 @@ def table(cells: list[Cell]) -> str:
         nodelay = "=1 (Nagle off)" if cell.tcp_nodelay else "unset (Nagle on)"
         lines.append(
             f"{cell.size:<6}{cell.associations:>6}  {nodelay:<21}{cell.receiver:<12}"
-            f"{_rate(cell.instances_per_s, 1):>9}{_rate(cell.mb_per_s, 2):>9}"
-            f"{_ratio(cell.ratio_to_storescp):>12}{_ratio(cell.ratio_to_storescp_nd):>15}"
+            f"{rate_text(cell.instances_per_s, 1):>9}{rate_text(cell.mb_per_s, 2):>9}"
+            f"{ratio_text(cell.ratio_to_storescp):>12}{ratio_text(cell.ratio_to_storescp_nd):>15}"
         )
     legend = (
         "storescp: storescp --fork -od DIR PORT as is (Nagle on for its own writes); "
@@ -272,7 +272,7 @@ def _rss_study_lines(study: dict[str, Any]) -> list[str]:
         f"listener peak RSS for one study of {study['instances']} instances in one association:"
         f" {mib(study['peak_rss_kib'])} (VmHWM of a fresh listener;"
         f" {mib(study.get('peak_rss_before_kib'))} before the study);"
-        f" sent at {_rate(rate, 1)} inst/s; ImagingStudy with"
+        f" sent at {rate_text(rate, 1)} inst/s; ImagingStudy with"
         f" {study.get('published_instance_count')} instances, {study.get('message_bytes')} bytes,"
         f" {study.get('publish_seconds_after_send', 0):.2f} s after storescu exited"
     ]
