@@ -171,8 +171,10 @@ def run_line(run: Run) -> str:
         f"  stored per process {run.stored_per_process}"
         f"  machine busy {cpu.get('machine_busy_percent', '?')}%"
         f" (steal {cpu.get('machine_steal_percent', '?')}%)"
-        f"  listener CPU {cpu.get('listener_cpu_ms_per_instance', '?')} ms/inst"
-        f"  storescu CPU {cpu.get('sender_cpu_ms_per_instance', '?')} ms/inst"
+        f"  CPU ms/inst: listener {cpu.get('listener_cpu_ms_per_instance', '?')}"
+        f"  storescu {cpu.get('sender_cpu_ms_per_instance', '?')}"
+        f"  postgresql {cpu.get('postgresql_cpu_ms_per_instance', '?')}"
+        f"  rabbitmq {cpu.get('rabbitmq_cpu_ms_per_instance', '?')}"
         + (f"  FAILED: {run.problem}" if run.problem else "")
     )
 

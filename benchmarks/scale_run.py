@@ -6,6 +6,7 @@ import collections
 import concurrent.futures
 import contextlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +20,7 @@ from benchmarks.corpus import Study, large_template, small_template, write_study
 from benchmarks.postgres import database_url, fresh_database
 from benchmarks.receivers import (
     LISTENER_AE,
+    STOP_TIMEOUT_SECONDS,
     Receiver,
     start_listener,
     start_ready,
@@ -166,7 +168,9 @@ class ScaleBenchmark:
         """SIGTERM to every node at once, then record each exit code and log; flag what is wrong."""
         for node in nodes:
             node.process.terminate()
-        for node in nodes:
+        for node in nodes:  # a second SIGTERM would cut the drain short: let each exit first
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(timeout=STOP_TIMEOUT_SECONDS)
             problem = stop_listener(node, self.results.listeners.setdefault(node.name, {}))
             if problem:
                 self.results.problems.append(problem)
