@@ -174,13 +174,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-def stored_counts(listener: Receiver, workers: int) -> list[int]:
-    """Instances each of the listener's ``workers`` has stored so far (its metrics)."""
+def worker_metrics(listener: Receiver, workers: int) -> list[dict[str, float]]:
+    """Each of the listener's ``workers``' metrics (worker ``i`` on ``metrics.port + i``)."""
     assert listener.metrics_port is not None
-    name = 'dicom_listener_instances_received_total{outcome="stored"}'
-    return [
-        int(scrape_metrics(listener.metrics_port + index).get(name, 0)) for index in range(workers)
-    ]
+    return [scrape_metrics(listener.metrics_port + index) for index in range(workers)]
 
 
 def stop_listener(listener: Receiver, info: dict[str, Any]) -> str:

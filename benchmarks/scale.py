@@ -46,6 +46,7 @@ class Options:
     json_path: Path
     amqp_url: str
     postgres: str  # postgresql://user@host:port, where the benchmark creates its databases
+    only: tuple[str, ...] = ()  # ratio keys to measure; empty: all
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -62,12 +63,19 @@ def parse_args(argv: list[str] | None) -> Options:
         default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_SERVER),
         help=f"PostgreSQL server (user may CREATE DATABASE) [{DEFAULT_SERVER}]",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=[case.ratio for case in CASES],
+        help="measure this ratio only (repeatable) [all]",
+    )
     args = parser.parse_args(argv)
     sizes = {
         name: default if getattr(args, name) is None else getattr(args, name)
         for name, default in (QUICK if args.quick else FULL).items()
     }
-    widest = max(case.associations for case in CASES)
+    widest = max(case.associations for case in CASES if case.ratio in args.only or not args.only)
     if min(sizes["count"], sizes["large_count"]) < widest:
         parser.error(f"every instance count must be at least {widest} (one per association)")
     if sizes["rounds"] < 1:
@@ -78,6 +86,7 @@ def parse_args(argv: list[str] | None) -> Options:
         json_path=args.json,
         amqp_url=args.amqp_url,
         postgres=args.postgres,
+        only=tuple(args.only),
     )
 
 

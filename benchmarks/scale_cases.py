@@ -109,6 +109,7 @@ class Run:
     problem: str = ""
     instances_per_s: float | None = None
     stored_per_process: list[int] = field(default_factory=list)  # per worker, node by node
+    commit_ms_per_process: list[float | None] = field(default_factory=list)  # mean journal commit
     cpu: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -163,12 +164,34 @@ class ScaleResults:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
 
+STORED = 'dicom_listener_instances_received_total{outcome="stored"}'
+COMMIT_SUM, COMMIT_COUNT = (f"dicom_listener_journal_commit_seconds_{x}" for x in ("sum", "count"))
+
+
+def process_deltas(
+    before: list[dict[str, float]], after: list[dict[str, float]]
+) -> tuple[list[int], list[float | None]]:
+    """Per process, from its metrics before and after a send: instances stored, mean commit ms.
+
+    The commit (the instance's journal transaction and the fsync that makes it durable, lock
+    waits included) is where processes sharing one SQLite journal contend.
+    """
+    stored, commit_ms = [], []
+    for old, new in zip(before, after, strict=True):
+        stored.append(int(new.get(STORED, 0) - old.get(STORED, 0)))
+        commits = new.get(COMMIT_COUNT, 0) - old.get(COMMIT_COUNT, 0)
+        seconds = new.get(COMMIT_SUM, 0) - old.get(COMMIT_SUM, 0)
+        commit_ms.append(round(1000 * seconds / commits, 2) if commits else None)
+    return stored, commit_ms
+
+
 def run_line(run: Run) -> str:
     """One run for the progress output: rate, split over the processes, CPU."""
     cpu = run.cpu
     return (
         f"  round {run.round} {run.side:<22} {rate_text(run.instances_per_s, 1):>7} inst/s"
         f"  stored per process {run.stored_per_process}"
+        f" (commit ms {run.commit_ms_per_process})"
         f"  machine busy {cpu.get('machine_busy_percent', '?')}%"
         f" (steal {cpu.get('machine_steal_percent', '?')}%)"
         f"  CPU ms/inst: listener {cpu.get('listener_cpu_ms_per_instance', '?')}"

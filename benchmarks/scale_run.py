@@ -25,8 +25,8 @@ from benchmarks.receivers import (
     start_listener,
     start_ready,
     stop_listener,
-    stored_counts,
     wait_workers_ready,
+    worker_metrics,
 )
 from benchmarks.scale_cases import (
     CASES,
@@ -37,6 +37,7 @@ from benchmarks.scale_cases import (
     Run,
     ScaleResults,
     Side,
+    process_deltas,
     run_line,
 )
 
@@ -78,6 +79,7 @@ class ScaleBenchmark:
         self.templates = {"small": small_template(), "large": large_template()}
         self.counts = {"small": options.count, "large": options.large_count}
         self.messages: collections.Counter[str] = collections.Counter()  # ImagingStudy messages
+        self.cases = [case for case in CASES if case.ratio in options.only or not options.only]
 
     def run(self) -> None:
         """Every case in turn; a deployment runs from the first case needing it to the last."""
@@ -85,7 +87,7 @@ class ScaleBenchmark:
         self.stack.callback(self.topology.delete)
         running: dict[Deployment, tuple[contextlib.ExitStack, list[Receiver]]] = {}
         self.stack.callback(_stop_all, running)
-        for index, case in enumerate(CASES):
+        for index, case in enumerate(self.cases):
             for deployment in case.deployments:
                 if deployment not in running:
                     running[deployment] = self._deploy(deployment)
@@ -95,7 +97,7 @@ class ScaleBenchmark:
             self.results.cases.append(result)
             self._case(case, result, {d: nodes for d, (_, nodes) in running.items()})
             result.settle()
-            later = {d for later_case in CASES[index + 1 :] for d in later_case.deployments}
+            later = {d for later in self.cases[index + 1 :] for d in later.deployments}
             for deployment in [d for d in running if d not in later]:
                 running.pop(deployment)[0].close()
 
@@ -203,16 +205,14 @@ class ScaleBenchmark:
             parts=case.associations,
         )
         workers = side.deployment.workers
-        before = [stored_counts(node, workers) for node in nodes]
+        before = [sample for node in nodes for sample in worker_metrics(node, workers)]
         ports = [node.port for node in nodes[: side.receiving_nodes]]
         sent = self._send_and_wait(study, ports, pids=[node.process.pid for node in nodes])
-        after = [stored_counts(node, workers) for node in nodes]
-        stored = [
-            b - a for x, y in zip(before, after, strict=True) for a, b in zip(x, y, strict=True)
-        ]
+        after = [sample for node in nodes for sample in worker_metrics(node, workers)]
         problem = sent.problem
         run = Run(side.label, round_index, study.count, study.size_bytes, sent.seconds, problem)
-        run.stored_per_process, run.cpu = stored, sent.cpu
+        run.cpu = sent.cpu
+        run.stored_per_process, run.commit_ms_per_process = process_deltas(before, after)
         if problem:
             self.results.problems.append(
                 f"{case.ratio} {side.label} round {round_index}: {problem}"
