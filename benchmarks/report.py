@@ -8,11 +8,14 @@ import json
 import os
 import platform
 import re
+import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import pika.exceptions
 
 MB = 1_000_000
 MIB_PER_KIB = 1 / 1024
@@ -97,19 +100,22 @@ def orthanc_ratio_lines(cells: list[Cell]) -> list[str]:
     return lines
 
 
+# What ends a benchmark run early (recorded as its error, the numbers so far still written).
+RUN_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError,
+    OSError,
+    subprocess.SubprocessError,
+    pika.exceptions.AMQPError,
+)
+
+
 @dataclass
-class Results:
-    """Everything a run measured, as written to the JSON file."""
+class RunRecord:
+    """What every benchmark run writes: machine, settings, problems, error, wall time."""
 
     machine: dict[str, Any]
     settings: dict[str, Any]
-    tcp_nodelay: dict[str, Any] = field(default_factory=dict)
-    cells: list[Cell] = field(default_factory=list)
-    listener: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
-    rss_study: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
     error: str = ""
     wall_seconds: float = 0.0
 
@@ -117,6 +123,23 @@ class Results:
         """Write the results as indented JSON."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+
+def run_settings(options: Any, **more: Any) -> dict[str, Any]:
+    """A run's options (a dataclass with ``json_path``) as JSON-ready settings, plus ``more``."""
+    return {**dataclasses.asdict(options), "json_path": str(options.json_path), **more}
+
+
+@dataclass
+class Results(RunRecord):
+    """Everything a throughput run measured, as written to the JSON file."""
+
+    tcp_nodelay: dict[str, Any] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+    listener: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    rss_study: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 def machine_info(dcmtk_version: str) -> dict[str, Any]:

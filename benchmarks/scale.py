@@ -14,25 +14,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import pika.exceptions
 import psycopg
 
 from benchmarks import dcmtk
 from benchmarks.amqp import DEFAULT_URL
 from benchmarks.postgres import DEFAULT_SERVER
-from benchmarks.report import load_average, machine_info
+from benchmarks.report import RUN_ERRORS, load_average, machine_info, run_settings
 from benchmarks.scale_cases import CASES, QUIET_PERIOD_SECONDS, ScaleResults, table
 from benchmarks.scale_run import ScaleBenchmark
 
 DEFAULT_JSON = Path(__file__).parent / "scale-results.json"
 FULL = {"count": 1000, "large_count": 300, "rounds": 2}
 QUICK = {"count": 24, "large_count": 12, "rounds": 1}
+SCALE_ERRORS: tuple[type[BaseException], ...] = (*RUN_ERRORS, psycopg.Error)
 
 
 @dataclass(frozen=True)
@@ -94,19 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run every case; print the table and the problems; write the JSON file."""
     options = parse_args(argv)
     started = time.monotonic()
-    settings = {**asdict(options), "json_path": str(options.json_path)}
-    settings["quiet_period_seconds"] = QUIET_PERIOD_SECONDS
+    settings = run_settings(options, quiet_period_seconds=QUIET_PERIOD_SECONDS)
     results = ScaleResults(machine=machine_info(dcmtk.version()), settings=settings)
     try:
         with contextlib.ExitStack() as stack:
             ScaleBenchmark(options, results, stack).run()
-    except (
-        RuntimeError,
-        OSError,
-        subprocess.SubprocessError,
-        pika.exceptions.AMQPError,
-        psycopg.Error,
-    ) as error:
+    except SCALE_ERRORS as error:
         results.error = repr(error)
     results.ratios = {case.ratio_name: case.ratio for case in results.cases}
     results.wall_seconds = time.monotonic() - started

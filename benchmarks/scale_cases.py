@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from benchmarks.report import rate_text, ratio_text
+from benchmarks.report import RunRecord, rate_text, ratio_text
 
 
 @dataclass(frozen=True)
@@ -146,22 +143,12 @@ def _best(runs: list[Run], side: str) -> float | None:
 
 
 @dataclass
-class ScaleResults:
-    """Everything a run measured, as written to the JSON file."""
+class ScaleResults(RunRecord):
+    """Everything a scale run measured, as written to the JSON file."""
 
-    machine: dict[str, Any]
-    settings: dict[str, Any]
     cases: list[CaseResult] = field(default_factory=list)
     ratios: dict[str, float | None] = field(default_factory=dict)
     listeners: dict[str, Any] = field(default_factory=dict)  # exit code and log of each process
-    problems: list[str] = field(default_factory=list)
-    error: str = ""
-    wall_seconds: float = 0.0
-
-    def write(self, path: Path) -> None:
-        """Write the results as indented JSON."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
 
 STORED = 'dicom_listener_instances_received_total{outcome="stored"}'

@@ -16,15 +16,12 @@ import itertools
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import pika.exceptions
 
 from benchmarks import dcmtk, orthanc
 from benchmarks.amqp import DEFAULT_URL, StudyReader, Topology, publication_problem
@@ -40,10 +37,12 @@ from benchmarks.receivers import (
     stop_listener,
 )
 from benchmarks.report import (
+    RUN_ERRORS,
     Cell,
     Results,
     load_average,
     machine_info,
+    run_settings,
     scrape_metrics,
     set_ratios,
     summary_lines,
@@ -357,13 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table and summary; write the JSON file."""
     options = parse_args(argv)
     started = time.monotonic()
-    settings = {**asdict(options), "json_path": str(options.json_path)}
-    settings["quiet_period_seconds"] = QUIET_PERIOD_SECONDS
+    settings = run_settings(options, quiet_period_seconds=QUIET_PERIOD_SECONDS)
     results = Results(machine=machine_info(dcmtk.version()), settings=settings)
     try:
         with contextlib.ExitStack() as stack:
             Benchmark(options, results, stack).run()
-    except (RuntimeError, OSError, subprocess.SubprocessError, pika.exceptions.AMQPError) as error:
+    except RUN_ERRORS as error:
         results.error = repr(error)
     set_ratios(results.cells)
     results.wall_seconds = time.monotonic() - started
