@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import time
@@ -90,7 +91,11 @@ class StudyReader:
         self._connection = pika.BlockingConnection(pika.URLParameters(topology.url))
         self._queue = topology.queue
         self._channel = self._await_queue(queue_timeout)
-        self.arrived: dict[str, Arrival] = {}
+        self._messages = self._channel.consume(
+            self._queue, auto_ack=True, inactivity_timeout=POLL_SECONDS
+        )
+        self.arrived: dict[str, Arrival] = {}  # the first message of each study
+        self.messages: collections.Counter[str] = collections.Counter()  # messages per study
 
     def _await_queue(self, timeout: float) -> Any:
         """A channel, once the listener has declared the queue."""
@@ -126,12 +131,29 @@ class StudyReader:
         """Consume until every study in ``study_uids`` arrived or ``timeout`` passed."""
         wanted = set(study_uids)
         deadline = time.monotonic() + timeout
-        messages = self._channel.consume(
-            self._queue, auto_ack=True, inactivity_timeout=POLL_SECONDS
-        )
         while not wanted <= self.arrived.keys() and time.monotonic() < deadline:
-            method, properties, body = next(messages)
-            if method is not None:
-                uid, record = arrival(properties, body, time.monotonic())
-                self.arrived.setdefault(uid, record)
+            self._consume_one()
         return {uid: self.arrived[uid] for uid in wanted if uid in self.arrived}
+
+    def drain(self, seconds: float) -> None:
+        """Consume whatever arrives for ``seconds`` (late or duplicate messages get counted)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._consume_one()
+
+    def _consume_one(self) -> None:
+        """Record the next message, if one arrives within the poll interval."""
+        method, properties, body = next(self._messages)
+        if method is not None:
+            uid, record = arrival(properties, body, time.monotonic())
+            self.arrived.setdefault(uid, record)
+            self.messages[uid] += 1
+
+
+def publication_problem(record: Arrival | None, count: int, timeout: float) -> str:
+    """Why a study's ImagingStudy does not confirm ``count`` stored instances, or ""."""
+    if record is None:
+        return f"no ImagingStudy within {timeout} s"
+    if record.instance_count != count:
+        return f"ImagingStudy lists {record.instance_count}/{count} instances"
+    return ""

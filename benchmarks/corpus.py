@@ -107,7 +107,7 @@ def large_template() -> Template:
 
 @dataclass
 class Study:
-    """One generated study on disk, its instances split into ``PARTS`` directories."""
+    """One generated study on disk, its instances split into part directories (one per sender)."""
 
     uid: str
     root: Path
@@ -116,15 +116,15 @@ class Study:
     parts: list[Path] = field(default_factory=list)
 
 
-def write_study(template: Template, root: Path, count: int) -> Study:
-    """Write ``count`` instances of one new study (a few series) under ``root``."""
+def write_study(template: Template, root: Path, count: int, *, parts: int = PARTS) -> Study:
+    """Write ``count`` instances of one new study (a few series) under ``root``, in ``parts``."""
     study = Study(new_uid(), root, count)
-    study.parts = [root / f"part{index}" for index in range(PARTS)]
+    study.parts = [root / f"part{index}" for index in range(parts)]
     for part in study.parts:
         part.mkdir(parents=True)
     series = [new_uid() for _ in range(SERIES_PER_STUDY)]
     for index in range(count):
         data = template.fill(study.uid, series[index % SERIES_PER_STUDY], new_uid())
-        (study.parts[index * PARTS // count] / f"{index:06d}.dcm").write_bytes(data)
+        (study.parts[index * parts // count] / f"{index:06d}.dcm").write_bytes(data)
         study.size_bytes += len(data)
     return study

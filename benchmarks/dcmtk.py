@@ -101,7 +101,7 @@ class Send:
 
 
 def send(
-    port: int,
+    port: int | Sequence[int],
     called_ae: str,
     sources: Sequence[Path],
     expected: int,
@@ -109,14 +109,19 @@ def send(
     tcp_nodelay: bool,
     log_dir: Path,
 ) -> Send:
-    """Send ``sources`` with one storescu (one association) each, all started together."""
+    """Send ``sources`` with one storescu (one association) each, all started together.
+
+    ``port``: every source to that port, or source ``i`` to ``port[i % len(port)]``.
+    """
+    ports = [port] if isinstance(port, int) else list(port)
     logs = [log_dir / f"storescu-{index}.log" for index in range(len(sources))]
     environment = storescu_environment(tcp_nodelay)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         started = time.monotonic()
-        for source, log in zip(sources, logs, strict=True):
-            command = storescu_command(port, called_ae, source, "-v")
+        for index, (source, log) in enumerate(zip(sources, logs, strict=True)):
+            target = ports[index % len(ports)]
+            command = storescu_command(target, called_ae, source, "-v")
             processes.append(_start(command, log, environment))
         returncodes = [_wait(process) for process in processes]
         finished = time.monotonic()

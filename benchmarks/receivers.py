@@ -11,11 +11,15 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks import dcmtk, orthanc
+from benchmarks.report import scrape_metrics, summarize_log
 
 REPO = Path(__file__).resolve().parents[1]
 LISTENER_AE = "DICOM-LISTENER"
@@ -139,6 +143,54 @@ def start_listener(
     receiver.metrics_port = metrics_port
     receiver.publishes_studies = True
     return receiver
+
+
+def wait_workers_ready(
+    listener: Receiver, workers: int, timeout: float = READY_TIMEOUT_SECONDS
+) -> None:
+    """Return once each of the listener's ``workers`` answers 200 on its ``/readyz``.
+
+    A C-ECHO reaches one worker only: with ``dicom.workers`` > 1 each serves its own metrics port
+    (``metrics.port + i``).
+    """
+    assert listener.metrics_port is not None
+    deadline = time.monotonic() + timeout
+    for index in range(workers):
+        url = f"http://127.0.0.1:{listener.metrics_port + index}/readyz"
+        while not _answers(url):
+            if listener.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{listener.name} worker {index} not ready:\n{listener.log_tail()}"
+                )
+            time.sleep(0.2)
+
+
+def _answers(url: str) -> bool:
+    """True when ``url`` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def worker_metrics(listener: Receiver, workers: int) -> list[dict[str, float]]:
+    """Each of the listener's ``workers``' metrics (worker ``i`` on ``metrics.port + i``)."""
+    assert listener.metrics_port is not None
+    return [scrape_metrics(listener.metrics_port + index) for index in range(workers)]
+
+
+def stop_listener(listener: Receiver, info: dict[str, Any]) -> str:
+    """Stop ``listener`` (SIGTERM), record its exit code and log summary in ``info``; a problem."""
+    info["exit_code"] = code = listener.stop()
+    info["log"] = log = summarize_log(listener.log_path.read_text(errors="replace"))
+    errors = {k: v for k, v in log["events"].items() if not k.startswith("warning")}
+    if code != 0 or errors or log["unparsed"]:
+        return (
+            f"{listener.name}: exit code {code}, errors {errors}, "
+            f"{len(log['unparsed'])} non-JSON log lines (first: {log['unparsed'][:1]})"
+        )
+    return ""
 
 
 def start_storescp(work: Path, *, tcp_nodelay: bool) -> Receiver:

@@ -8,11 +8,14 @@ import json
 import os
 import platform
 import re
+import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import pika.exceptions
 
 MB = 1_000_000
 MIB_PER_KIB = 1 / 1024
@@ -88,8 +91,8 @@ def orthanc_ratio_lines(cells: list[Cell]) -> list[str]:
     """The listener's instances/s relative to Orthanc's, cell by cell (none without Orthanc)."""
     lines = [
         f"listener / orthanc, {cell.size} x{cell.associations} storescu TCP_NODELAY="
-        f"{int(cell.tcp_nodelay)}: {_ratio(cell.ratio_to_orthanc)} (orthanc as configured),"
-        f" {_ratio(cell.ratio_to_orthanc_nd)} (orthanc-nd, TCP_NODELAY=1)"
+        f"{int(cell.tcp_nodelay)}: {ratio_text(cell.ratio_to_orthanc)} (orthanc as configured),"
+        f" {ratio_text(cell.ratio_to_orthanc_nd)} (orthanc-nd, TCP_NODELAY=1)"
         for cell in cells
         if cell.receiver == LISTENER
         and (cell.ratio_to_orthanc is not None or cell.ratio_to_orthanc_nd is not None)
@@ -97,19 +100,22 @@ def orthanc_ratio_lines(cells: list[Cell]) -> list[str]:
     return lines
 
 
+# What ends a benchmark run early (recorded as its error, the numbers so far still written).
+RUN_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError,
+    OSError,
+    subprocess.SubprocessError,
+    pika.exceptions.AMQPError,
+)
+
+
 @dataclass
-class Results:
-    """Everything a run measured, as written to the JSON file."""
+class RunRecord:
+    """What every benchmark run writes: machine, settings, problems, error, wall time."""
 
     machine: dict[str, Any]
     settings: dict[str, Any]
-    tcp_nodelay: dict[str, Any] = field(default_factory=dict)
-    cells: list[Cell] = field(default_factory=list)
-    listener: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
-    rss_study: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
     error: str = ""
     wall_seconds: float = 0.0
 
@@ -117,6 +123,23 @@ class Results:
         """Write the results as indented JSON."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+
+def run_settings(options: Any, **more: Any) -> dict[str, Any]:
+    """A run's options (a dataclass with ``json_path``) as JSON-ready settings, plus ``more``."""
+    return {**dataclasses.asdict(options), "json_path": str(options.json_path), **more}
+
+
+@dataclass
+class Results(RunRecord):
+    """Everything a throughput run measured, as written to the JSON file."""
+
+    tcp_nodelay: dict[str, Any] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+    listener: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    rss_study: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 def machine_info(dcmtk_version: str) -> dict[str, Any]:
@@ -178,12 +201,12 @@ def summarize_log(text: str) -> dict[str, Any]:
     return {"levels": dict(levels), "events": dict(events), "unparsed": unparsed[:20]}
 
 
-def _rate(value: float | None, digits: int) -> str:
+def rate_text(value: float | None, digits: int) -> str:
     """A rate for the table, or ``FAILED``."""
     return "FAILED" if value is None else f"{value:.{digits}f}"
 
 
-def _ratio(value: float | None) -> str:
+def ratio_text(value: float | None) -> str:
     """A ratio for the table, or ``-``."""
     return "-" if value is None else f"{value:.2f}"
 
@@ -199,8 +222,8 @@ def table(cells: list[Cell]) -> str:
         nodelay = "=1 (Nagle off)" if cell.tcp_nodelay else "unset (Nagle on)"
         lines.append(
             f"{cell.size:<6}{cell.associations:>6}  {nodelay:<21}{cell.receiver:<12}"
-            f"{_rate(cell.instances_per_s, 1):>9}{_rate(cell.mb_per_s, 2):>9}"
-            f"{_ratio(cell.ratio_to_storescp):>12}{_ratio(cell.ratio_to_storescp_nd):>15}"
+            f"{rate_text(cell.instances_per_s, 1):>9}{rate_text(cell.mb_per_s, 2):>9}"
+            f"{ratio_text(cell.ratio_to_storescp):>12}{ratio_text(cell.ratio_to_storescp_nd):>15}"
         )
     legend = (
         "storescp: storescp --fork -od DIR PORT as is (Nagle on for its own writes); "
@@ -272,7 +295,7 @@ def _rss_study_lines(study: dict[str, Any]) -> list[str]:
         f"listener peak RSS for one study of {study['instances']} instances in one association:"
         f" {mib(study['peak_rss_kib'])} (VmHWM of a fresh listener;"
         f" {mib(study.get('peak_rss_before_kib'))} before the study);"
-        f" sent at {_rate(rate, 1)} inst/s; ImagingStudy with"
+        f" sent at {rate_text(rate, 1)} inst/s; ImagingStudy with"
         f" {study.get('published_instance_count')} instances, {study.get('message_bytes')} bytes,"
         f" {study.get('publish_seconds_after_send', 0):.2f} s after storescu exited"
     ]

@@ -16,7 +16,6 @@ import itertools
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,10 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pika.exceptions
-
 from benchmarks import dcmtk, orthanc
-from benchmarks.amqp import DEFAULT_URL, Arrival, StudyReader, Topology
+from benchmarks.amqp import DEFAULT_URL, StudyReader, Topology, publication_problem
 from benchmarks.corpus import PARTS, Study, Template, large_template, small_template, write_study
 from benchmarks.receivers import (
     Receiver,
@@ -37,15 +34,17 @@ from benchmarks.receivers import (
     start_listener,
     start_orthanc,
     start_storescp,
+    stop_listener,
 )
 from benchmarks.report import (
+    RUN_ERRORS,
     Cell,
     Results,
     load_average,
     machine_info,
+    run_settings,
     scrape_metrics,
     set_ratios,
-    summarize_log,
     summary_lines,
     table,
 )
@@ -276,9 +275,7 @@ class Benchmark:
         if receiver.publishes_studies:
             with StudyReader(self.topology) as reader:
                 arrived = reader.wait([study.uid], timeout=PUBLISH_TIMEOUT_SECONDS)
-            return _publication_problem(
-                arrived.get(study.uid), study.count, PUBLISH_TIMEOUT_SECONDS
-            )
+            return publication_problem(arrived.get(study.uid), study.count, PUBLISH_TIMEOUT_SECONDS)
         return ""
 
     def _latency(self, listener: Receiver) -> None:
@@ -319,14 +316,9 @@ class Benchmark:
 
     def _stop_and_check(self, listener: Receiver, info: dict[str, Any]) -> None:
         """Stop ``listener`` with SIGTERM; record its exit code and log summary."""
-        info["exit_code"] = code = listener.stop()
-        info["log"] = log = summarize_log(listener.log_path.read_text(errors="replace"))
-        errors = {k: v for k, v in log["events"].items() if not k.startswith("warning")}
-        if code != 0 or errors or log["unparsed"]:
-            self.results.problems.append(
-                f"{listener.name}: exit code {code}, errors {errors}, "
-                f"{len(log['unparsed'])} non-JSON log lines (first: {log['unparsed'][:1]})"
-            )
+        problem = stop_listener(listener, info)
+        if problem:
+            self.results.problems.append(problem)
 
     def _rss_study(self) -> None:
         """Peak RSS of a fresh listener receiving one study of K instances in one association."""
@@ -346,19 +338,10 @@ class Benchmark:
             info["published_instance_count"] = record.instance_count
             info["message_bytes"] = record.body_bytes
             info["publish_seconds_after_send"] = record.at - send.finished_at
-        problem = send.problem or _publication_problem(record, count, RSS_PUBLISH_TIMEOUT_SECONDS)
+        problem = send.problem or publication_problem(record, count, RSS_PUBLISH_TIMEOUT_SECONDS)
         if problem:
             self.results.problems.append(f"RSS study: {problem}")
         self._stop_and_check(listener, info)
-
-
-def _publication_problem(record: Arrival | None, count: int, timeout: float) -> str:
-    """Why a study's ImagingStudy does not confirm ``count`` stored instances, or ""."""
-    if record is None:
-        return f"no ImagingStudy within {timeout} s"
-    if record.instance_count != count:
-        return f"ImagingStudy lists {record.instance_count}/{count} instances"
-    return ""
 
 
 def _count_and_clear(directory: Path, expected: int) -> str:
@@ -373,13 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table and summary; write the JSON file."""
     options = parse_args(argv)
     started = time.monotonic()
-    settings = {**asdict(options), "json_path": str(options.json_path)}
-    settings["quiet_period_seconds"] = QUIET_PERIOD_SECONDS
+    settings = run_settings(options, quiet_period_seconds=QUIET_PERIOD_SECONDS)
     results = Results(machine=machine_info(dcmtk.version()), settings=settings)
     try:
         with contextlib.ExitStack() as stack:
             Benchmark(options, results, stack).run()
-    except (RuntimeError, OSError, subprocess.SubprocessError, pika.exceptions.AMQPError) as error:
+    except RUN_ERRORS as error:
         results.error = repr(error)
     set_ratios(results.cells)
     results.wall_seconds = time.monotonic() - started

@@ -294,7 +294,10 @@ def _serve(
     try:
         restrict_permissions(data_dir)
         service = ListenerService(
-            settings, publisher=publisher, spool_dir=worker.spool_dir if worker else None
+            settings,
+            publisher=publisher,
+            spool_dir=worker.spool_dir if worker else None,
+            worker_index=worker.index if worker else 0,
         )
     except STARTUP_ERRORS as exc:
         print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)

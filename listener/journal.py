@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS studies (
     finished_at REAL,
     files_removed INTEGER NOT NULL DEFAULT 0,
     revision INTEGER NOT NULL DEFAULT 0,  -- grows with every new or changed instance: a fence
-    claimed_until REAL  -- a process finishing it holds it until then (a lease)
+    claimed_until REAL,  -- a process finishing it holds it until then (a lease)
+    claimed_by TEXT  -- which process: its successor releases the claim at start
 );
 CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state, finished_at);
 CREATE TABLE IF NOT EXISTS mpps (
@@ -94,7 +95,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     headers TEXT NOT NULL,
     body BLOB NOT NULL,
     created_at REAL NOT NULL,
-    leased_until REAL  -- a relay publishing it holds it until then
+    leased_until REAL,  -- a relay publishing it holds it until then
+    leased_by TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_study ON outbox (study_uid, id);
 """
@@ -106,9 +108,10 @@ _ADDED_COLUMNS = {
         ("opened_at", "REAL"),
         ("revision", "INTEGER NOT NULL DEFAULT 0"),
         ("claimed_until", "REAL"),
+        ("claimed_by", "TEXT"),
     ],
     "mpps": [("consumed", "INTEGER NOT NULL DEFAULT 0")],
-    "outbox": [("leased_until", "REAL")],
+    "outbox": [("leased_until", "REAL"), ("leased_by", "TEXT")],
 }
 
 
@@ -406,10 +409,13 @@ class Journal:
             ).fetchall()
         return [StudyRow(*row) for row in rows]
 
-    def claim_study(self, study_uid: str, *, now: float, until: float) -> StudyRow | None:
+    def claim_study(
+        self, study_uid: str, *, now: float, until: float, holder: str = ""
+    ) -> StudyRow | None:
         """Hold a pending study until ``until`` unless another process holds it; its row if held."""
+        values = (until, holder, study_uid, now)
         with self._transaction(durable=False) as transaction:
-            row = transaction.db.execute(_SQL.claim_study, (until, study_uid, now)).fetchone()
+            row = transaction.db.execute(_SQL.claim_study, values).fetchone()
         return StudyRow(*row) if row else None
 
     def release_study(self, study_uid: str) -> None:
@@ -548,7 +554,7 @@ class Journal:
                 db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
 
     def next_outbox(
-        self, *, now: float | None = None, lease_until: float | None = None
+        self, *, now: float | None = None, lease_until: float | None = None, holder: str = ""
     ) -> OutboxMessage | None:
         """The oldest message not yet confirmed whose study has no older one waiting.
 
@@ -560,8 +566,14 @@ class Journal:
         with self._transaction(durable=False) as transaction:
             row = transaction.db.execute(_SQL.next_outbox, (held_after,)).fetchone()
             if row is not None and lease_until is not None:
-                transaction.db.execute(_SQL.lease_outbox, (lease_until, row[0]))
+                transaction.db.execute(_SQL.lease_outbox, (lease_until, holder, row[0]))
         return outbox_message(row) if row else None
+
+    def release_holder(self, holder: str) -> None:
+        """Release every claim and lease ``holder`` took (its predecessor died holding them)."""
+        with self._transaction(durable=False) as transaction:
+            transaction.db.execute(_SQL.release_claims_of, (holder,))
+            transaction.db.execute(_SQL.release_leases_of, (holder,))
 
     def release_outbox(self, message_id: int) -> None:
         """Let another relay publish a message this one could not."""

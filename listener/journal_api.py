@@ -158,7 +158,9 @@ class JournalStore(Protocol):
     def due_studies(self, now: float, *, quiet_period: float, max_age: float) -> list[StudyRow]:
         """Pending studies no process holds that may be due at ``now``."""
 
-    def claim_study(self, study_uid: str, *, now: float, until: float) -> StudyRow | None:
+    def claim_study(
+        self, study_uid: str, *, now: float, until: float, holder: str = ""
+    ) -> StudyRow | None:
         """Hold a pending study until ``until``; its row, or None if another process holds it."""
 
     def release_study(self, study_uid: str) -> None:
@@ -185,9 +187,12 @@ class JournalStore(Protocol):
         """Forget a published study's instance records."""
 
     def next_outbox(
-        self, *, now: float | None = None, lease_until: float | None = None
+        self, *, now: float | None = None, lease_until: float | None = None, holder: str = ""
     ) -> OutboxMessage | None:
         """The oldest unconfirmed message whose study has none older; held until lease_until."""
+
+    def release_holder(self, holder: str) -> None:
+        """Release every claim and lease ``holder`` took."""
 
     def release_outbox(self, message_id: int) -> None:
         """Let another relay publish a message."""

@@ -226,10 +226,12 @@ class PgJournal:
             rows = db.execute(_SQL.due_studies, due_values(now, quiet_period, max_age)).fetchall()
         return [StudyRow(*row) for row in rows]
 
-    def claim_study(self, study_uid: str, *, now: float, until: float) -> StudyRow | None:
+    def claim_study(
+        self, study_uid: str, *, now: float, until: float, holder: str = ""
+    ) -> StudyRow | None:
         """Hold a pending study until ``until`` unless another node holds it; its row if held."""
         with self._transaction() as db:
-            row = db.execute(_SQL.claim_study, (until, study_uid, now)).fetchone()
+            row = db.execute(_SQL.claim_study, (until, holder, study_uid, now)).fetchone()
         return StudyRow(*row) if row else None
 
     def release_study(self, study_uid: str) -> None:
@@ -334,7 +336,7 @@ class PgJournal:
                 db.execute("DELETE FROM instances WHERE study_uid = %s", (study_uid,))
 
     def next_outbox(
-        self, *, now: float | None = None, lease_until: float | None = None
+        self, *, now: float | None = None, lease_until: float | None = None, holder: str = ""
     ) -> OutboxMessage | None:
         """The oldest message no relay holds whose study has no older one waiting.
 
@@ -345,8 +347,14 @@ class PgJournal:
         with self._transaction() as db:
             row = db.execute(_NEXT_OUTBOX, (held_after,)).fetchone()
             if row is not None and lease_until is not None:
-                db.execute(_SQL.lease_outbox, (lease_until, row[0]))
+                db.execute(_SQL.lease_outbox, (lease_until, holder, row[0]))
         return outbox_message(row) if row else None
+
+    def release_holder(self, holder: str) -> None:
+        """Release every claim and lease ``holder`` took (its predecessor died holding them)."""
+        with self._transaction() as db:
+            db.execute(_SQL.release_claims_of, (holder,))
+            db.execute(_SQL.release_leases_of, (holder,))
 
     def release_outbox(self, message_id: int) -> None:
         """Let another relay publish a message this one could not."""

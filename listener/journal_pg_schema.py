@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS studies (
     finished_at DOUBLE PRECISION,
     files_removed BOOLEAN NOT NULL DEFAULT FALSE,
     revision INTEGER NOT NULL DEFAULT 0,  -- grows with every new or changed instance: a fence
-    claimed_until DOUBLE PRECISION  -- the node finishing it holds it until then (a lease)
+    claimed_until DOUBLE PRECISION,  -- the node finishing it holds it until then (a lease)
+    claimed_by TEXT  -- which process: its successor releases the claim at start
 );
 CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state, finished_at);
 CREATE TABLE IF NOT EXISTS mpps (
@@ -76,7 +77,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     headers TEXT NOT NULL,
     body BYTEA NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
-    leased_until DOUBLE PRECISION  -- the relay publishing it holds it until then
+    leased_until DOUBLE PRECISION,  -- the relay publishing it holds it until then
+    leased_by TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_study ON outbox (study_uid, id);
 """
@@ -85,8 +87,10 @@ CREATE INDEX IF NOT EXISTS outbox_by_study ON outbox (study_uid, id);
 UPGRADE_TO_2 = """
 ALTER TABLE studies ADD COLUMN IF NOT EXISTS revision INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE studies ADD COLUMN IF NOT EXISTS claimed_until DOUBLE PRECISION;
+ALTER TABLE studies ADD COLUMN IF NOT EXISTS claimed_by TEXT;
 ALTER TABLE mpps ADD COLUMN IF NOT EXISTS consumed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS leased_until DOUBLE PRECISION;
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS leased_by TEXT;
 """
 
 

@@ -29,10 +29,13 @@ class Statements:
         " ORDER BY last_received_at, study_uid"
     )
     claim_study: str = (
-        "UPDATE studies SET claimed_until = %s WHERE study_uid = %s AND state = 'pending'"
+        "UPDATE studies SET claimed_until = %s, claimed_by = %s"
+        " WHERE study_uid = %s AND state = 'pending'"
         f" AND coalesce(claimed_until, 0) <= %s RETURNING {STUDY_COLUMNS}"
     )
     release_study: str = "UPDATE studies SET claimed_until = NULL WHERE study_uid = %s"
+    release_claims_of: str = "UPDATE studies SET claimed_until = NULL WHERE claimed_by = %s"
+    release_leases_of: str = "UPDATE outbox SET leased_until = NULL WHERE leased_by = %s"
     # The fence: the version and revision the claim saw, and still pending.
     finish_fenced: str = (
         "UPDATE studies SET state = 'published', digest = %s, finished_at = %s,"
@@ -57,7 +60,7 @@ class Statements:
         " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.study_uid = o.study_uid AND p.id < o.id)"
         " ORDER BY id LIMIT 1"
     )
-    lease_outbox: str = "UPDATE outbox SET leased_until = %s WHERE id = %s"
+    lease_outbox: str = "UPDATE outbox SET leased_until = %s, leased_by = %s WHERE id = %s"
     release_outbox: str = "UPDATE outbox SET leased_until = NULL WHERE id = %s"
 
 

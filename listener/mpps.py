@@ -15,6 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from listener import dicom_codes
 from listener.header import clean_uid, is_valid_uid, record_from_dataset, text_value
 from listener.model import InstanceRecord
 
@@ -38,7 +39,7 @@ class Status(enum.IntEnum):
 
     SUCCESS = 0x0000
     INVALID_ATTRIBUTE_VALUE = 0x0106
-    PROCESSING_FAILURE = 0x0110  # with Error ID A710: may no longer be updated
+    PROCESSING_FAILURE = dicom_codes.PROCESSING_FAILURE  # Error ID A710: no longer updatable
     DUPLICATE_SOP_INSTANCE = 0x0111
     NO_SUCH_SOP_INSTANCE = 0x0112
     MISSING_ATTRIBUTE = 0x0120
@@ -128,7 +129,7 @@ def _header(dataset: Dataset, study_uid: str, sop_instance_uid: str) -> Instance
     merged.StudyInstanceUID = study_uid
     merged.SeriesInstanceUID = study_uid
     merged.SOPInstanceUID = sop_instance_uid
-    merged.SOPClassUID = "1.2.840.10008.3.1.2.3.3"
+    merged.SOPClassUID = dicom_codes.MPPS_SOP_CLASS
     merged.StudyDate = text_value(dataset, "PerformedProcedureStepStartDate")
     merged.StudyTime = text_value(dataset, "PerformedProcedureStepStartTime")
     if not text_value(merged, "StudyDescription"):

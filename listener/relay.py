@@ -43,8 +43,10 @@ class OutboxRelay:
         backoff_max_seconds: float,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        holder: str = "",
     ) -> None:
         self._journal = journal
+        self._holder = holder
         self._publisher = publisher
         self._backoff_max = backoff_max_seconds
         self._metrics = metrics
@@ -124,7 +126,9 @@ class OutboxRelay:
         """Publish the oldest outbox message; False when the outbox is empty."""
         self._wake.clear()
         now = self._clock()
-        message = self._journal.next_outbox(now=now, lease_until=now + LEASE_SECONDS)
+        message = self._journal.next_outbox(
+            now=now, lease_until=now + LEASE_SECONDS, holder=self._holder
+        )
         if message is None:
             return False
         try:

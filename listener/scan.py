@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from listener.dicom_codes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 from listener.inflate import DeflateError, InflatedStream, TooLarge
 
 __all__ = ["DEFLATED", "RawValue", "Scan", "TooLarge", "Truncated", "locate", "scan"]
@@ -41,7 +42,7 @@ _LONG_VRS = {
     b"UV",
 }
 _IMPLICIT_LE, _EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+DEFLATED = DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 _MAX_DEPTH = 32
 # A wanted value larger than this is not copied: the header reader parses such a file itself.
 _MAX_COPIED_VALUE = 1024 * 1024

@@ -50,6 +50,7 @@ class ListenerService:
         publisher: Publisher,
         clock: Callable[[], float] = time.time,
         spool_dir: Path | None = None,
+        worker_index: int = 0,
     ) -> None:
         data_dir = settings.storage.data_dir
         self._settings = settings
@@ -63,9 +64,16 @@ class ListenerService:
             node=settings.storage.effective_node_name(),
         )
         self._journal = open_journal(settings.storage)
+        # Who holds this process's claims in the journal: the same after a restart, so the new
+        # process releases what its predecessor held (a SIGKILL leaves claims behind).
+        self._holder = f"{settings.storage.effective_node_name()}/{worker_index}"
         self._finisher = StudyFinisher(self._journal, options=fhir_options(settings))
         self._studies = PendingStudies(
-            self._journal, self._finisher, settings=settings.aggregator, clock=clock
+            self._journal,
+            self._finisher,
+            settings=settings.aggregator,
+            clock=clock,
+            holder=self._holder,
         )
         self.metrics = Metrics()
         self.metrics.studies_pending.set_function(lambda: _or_nan(self._studies.count))
@@ -87,6 +95,7 @@ class ListenerService:
             backoff_max_seconds=settings.amqp.reconnect_max_seconds,
             metrics=self.metrics,
             clock=clock,
+            holder=self._holder,
         )
         self.metrics.broker_connected.set_function(lambda: float(self._relay.broker_connected))
         self._metrics_server = (
@@ -193,6 +202,7 @@ class ListenerService:
         leftovers = list(self._spool_dir.glob("*")) if self._spool_dir.exists() else []
         for leftover in leftovers:
             leftover.unlink(missing_ok=True)
+        self._journal.release_holder(self._holder)
         stale = self._journal.stale_files()  # moved instances' old files a crash left behind
         for path in stale:
             self._files.remove(path)

@@ -24,8 +24,9 @@ from listener.model import InstanceRecord
 
 log = get_logger("listener.studies")
 
-# How long a claim holds a study: a process that dies while finishing one delays it this long.
-CLAIM_SECONDS = 60.0
+# How long a claim holds a study: another process's death while finishing one delays it this long
+# (a process restarted as the same holder releases its predecessor's claims at once).
+CLAIM_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,10 @@ class PendingStudies:
         *,
         settings: AggregatorSettings,
         clock: Callable[[], float] = time.time,
+        holder: str = "",
     ) -> None:
         self._journal = journal
+        self._holder = holder
         self._finisher = finisher
         self._clocks = Clocks(
             quiet_period=settings.quiet_period_seconds,
@@ -88,7 +91,9 @@ class PendingStudies:
 
     def _finish(self, study_uid: str, now: float) -> bool:
         """Claim one candidate, and publish it if it is due; True if this process finished it."""
-        row = self._journal.claim_study(study_uid, now=now, until=now + CLAIM_SECONDS)
+        row = self._journal.claim_study(
+            study_uid, now=now, until=now + CLAIM_SECONDS, holder=self._holder
+        )
         if row is None:
             return False  # another process holds it
         try:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pika
-import psycopg
 import pydicom.data
 import pydicom.filereader
 from fhir.resources.R4B.imagingstudy import ImagingStudy as R4ImagingStudy
@@ -31,6 +30,8 @@ from pika.spec import BasicProperties
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
+
+from benchmarks.postgres import fresh_database
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 PYDICOM_CHARSET_FILES = Path(pydicom.data.__file__).parent / "charset_files"
@@ -235,14 +236,8 @@ def postgres_database() -> Iterator[str]:
         raise AssertionError(
             f"PostgreSQL is not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}; run scripts/setup-dev"
         )
-    name = f"listener_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_url("postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database(postgres_url("postgres"), prefix="listener_test") as name:
         yield name
-    finally:
-        with psycopg.connect(postgres_url("postgres"), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- RabbitMQ --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Final
 
 from pydicom.sr.codedict import codes
 
-SNOMED_SYSTEM = "http://snomed.info/sct"
+from listener.fhir.common import SNOMED_SYSTEM
 
 # Body Part Examined (0018,0015) defined term -> SNOMED CT (code, display), after Table L-1.
 # These are the rows whose code is a CID 4031 concept; each display is that concept's CID 4031

@@ -5,13 +5,19 @@ from __future__ import annotations
 from pydicom._uid_dict import UID_dictionary  # pydicom's table of every UID it knows
 from pynetdicom import sop_class
 
+from listener.dicom_codes import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    STORAGE_COMMITMENT_PUSH,
+    UNCOMPRESSED_SYNTAXES,
+)
 from listener.model import StoreOutcome
 
-VERIFICATION = "1.2.840.10008.1.1"
 # Storage-named SOP classes that are not stored instances.
 _NOT_STORAGE = {
     "1.2.840.10008.1.3.10",  # Media Storage Directory Storage (DICOMDIR)
-    "1.2.840.10008.1.20.1",  # Storage Commitment Push Model
+    STORAGE_COMMITMENT_PUSH,
     "1.2.840.10008.1.20.2",  # Storage Commitment Pull Model (retired)
 }
 # Where PS3.4 puts the storage SOP classes; an unknown DICOM UID elsewhere may be another service.
@@ -25,19 +31,19 @@ _NOT_NETWORK = {"1.2.840.10008.1.2.6.1", "1.2.840.10008.1.2.6.2"}  # RFC 2557 MI
 STATUS_FOR_OUTCOME = {
     StoreOutcome.STORED: 0x0000,
     StoreOutcome.DUPLICATE: 0x0000,
-    StoreOutcome.OUT_OF_RESOURCES: 0xA700,  # Refused: Out of Resources
+    StoreOutcome.OUT_OF_RESOURCES: OUT_OF_RESOURCES,
     StoreOutcome.TOO_LARGE: 0xA701,  # Refused: Out of Resources (over dicom.max_instance_mb)
     StoreOutcome.MISSING_UID: 0xA900,  # Error: Data Set does not match SOP Class
     StoreOutcome.INVALID_UID: 0xA901,  # Error: Data Set does not match SOP Class (bad UID)
     StoreOutcome.MISMATCH: 0xA902,  # Error: the SOP Class/Instance differ from the request
     StoreOutcome.NOT_DICOM: 0xC000,  # Error: Cannot understand
     StoreOutcome.TRUNCATED: 0xC001,  # Error: Cannot understand (dataset ends early)
-    StoreOutcome.FAILED: 0x0110,  # Processing failure
+    StoreOutcome.FAILED: PROCESSING_FAILURE,
     StoreOutcome.SOP_CLASS_NOT_NEGOTIATED: 0x0122,  # Refused: SOP Class not supported (on context)
     StoreOutcome.WRONG_ENCODING: 0xC002,  # Cannot understand: not in its context's syntax
     StoreOutcome.NO_DATASET: 0xC003,  # Cannot understand: C-STORE without a data set
     StoreOutcome.KEPT_FIRST: 0x0000,  # changed re-send acknowledged, stored version kept
-    StoreOutcome.CHANGED_REFUSED: 0x0110,  # Processing failure, with the ErrorComment below
+    StoreOutcome.CHANGED_REFUSED: PROCESSING_FAILURE,  # with the ErrorComment below
 }
 # Error Comment (0000,0902, at most 64 characters) sent with a status where one helps the sender.
 COMMENT_FOR_OUTCOME = {
@@ -58,7 +64,7 @@ def storage_sop_classes() -> list[str]:
 
 def transfer_syntaxes() -> list[str]:
     """Every network transfer syntax pydicom knows, uncompressed first, compressed ones included."""
-    uncompressed = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"]
+    uncompressed = [*UNCOMPRESSED_SYNTAXES, EXPLICIT_VR_BIG_ENDIAN]
     others = sorted(
         uid
         for uid, (_name, kind, *_rest) in UID_dictionary.items()

@@ -23,6 +23,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_ACTION, N_CREATE, N_SET
 
 from listener.config import DicomSettings
+from listener.dicom_codes import MPPS_SOP_CLASS, UNCOMPRESSED_SYNTAXES
 from listener.logs import get_logger
 from listener.mpps import Status
 from listener.scp.guard import client_tls_context
@@ -34,8 +35,8 @@ from listener.scp.report_channel import (
 
 log = get_logger("listener.scp.dimse_n")
 
-MPPS = "1.2.840.10008.3.1.2.3.3"
-UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+MPPS = MPPS_SOP_CLASS
+UNCOMPRESSED = list(UNCOMPRESSED_SYNTAXES)
 _NO_SUCH_OBJECT_INSTANCE = 0x0112
 _INVALID_ARGUMENT, _NO_SUCH_ACTION = 0x0115, 0x0123
 _REPORT_ATTEMPTS = 3

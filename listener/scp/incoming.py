@@ -20,6 +20,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_messages import _MESSAGE_TYPES
 from pynetdicom.dsutils import decode
 
+from listener.dicom_codes import DEFLATED_SYNTAXES, OUT_OF_RESOURCES
 from listener.model import StoreOutcome
 from listener.scp.contexts import STATUS_FOR_OUTCOME
 from listener.scp.file_meta import file_header
@@ -30,10 +31,8 @@ C_STORE_RQ = 0x0001
 NO_DATASET = 0x0101  # CommandDataSetType: no data set follows
 _MAX_COMMAND = 1 << 16  # a command set is a few hundred bytes; this is far beyond any real one
 _RESOURCE_LIMITATION = 0x0213  # DIMSE-N failure (PS3.7 C.5)
-_OUT_OF_RESOURCES = 0xA700  # DIMSE-C "Refused: Out of Resources"
 _VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)
 # Deflated data sets cannot be checked by their first bytes (pydicom flags only the first).
-_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"}
 _RESPONSE_FIELDS = (
     ("AffectedSOPClassUID", "AffectedSOPClassUID"),
     ("RequestedSOPClassUID", "AffectedSOPClassUID"),
@@ -232,7 +231,7 @@ class Incoming:
         if self.command_field & 0x8000:
             raise ProtocolError(f"response data set longer than {limit} bytes")
         self.buffer = bytearray()
-        status = _RESOURCE_LIMITATION if self.command_field >= 0x0100 else _OUT_OF_RESOURCES
+        status = _RESOURCE_LIMITATION if self.command_field >= 0x0100 else OUT_OF_RESOURCES
         reason = f"data set longer than {limit} bytes (dicom.max_other_dataset_mb)"
         self.refusal = Refusal(status, reason)
 
@@ -272,7 +271,7 @@ def _explicit_vr(syntax: str) -> bool:
     """True when a data set in ``syntax`` must start with an explicit VR we can check."""
     try:
         uid = UID(syntax)
-        return not uid.is_implicit_VR and not uid.is_deflated and syntax not in _DEFLATED
+        return not uid.is_implicit_VR and not uid.is_deflated and syntax not in DEFLATED_SYNTAXES
     except ValueError:  # not a transfer syntax pydicom knows: nothing to check against
         return False
 

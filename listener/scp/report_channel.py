@@ -35,14 +35,19 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.pdu import A_RELEASE_RQ, P_DATA_TF
 
+from listener.dicom_codes import (
+    PROCESSING_FAILURE,
+    STORAGE_COMMITMENT_PUSH,
+    STORAGE_COMMITMENT_PUSH_INSTANCE,
+)
 from listener.logs import get_logger
 
 log = get_logger("listener.scp.dimse_n")
 
-STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+STORAGE_COMMITMENT = STORAGE_COMMITMENT_PUSH
+STORAGE_COMMITMENT_INSTANCE = STORAGE_COMMITMENT_PUSH_INSTANCE
 # The reply a withdrawn report gets locally; never sent to anyone.
-_WITHDRAWN = 0x0110
+_WITHDRAWN = PROCESSING_FAILURE
 # How long a report waits for the N-ACTION response to leave, then for the requestor's reply.
 _RESPONSE_SENT_TIMEOUT = 10.0
 _REPLY_TIMEOUT = 5.0

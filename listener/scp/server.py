@@ -24,6 +24,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE, DimseServiceType
 
 from listener.config import DicomSettings
+from listener.dicom_codes import VERIFICATION
 from listener.logs import get_logger
 from listener.metrics import Metrics
 from listener.model import StoreOutcome
@@ -33,7 +34,6 @@ from listener.scp.admission import GuardLimits, PeerRules
 from listener.scp.contexts import (
     COMMENT_FOR_OUTCOME,
     STATUS_FOR_OUTCOME,
-    VERIFICATION,
     storage_sop_classes,
     transfer_syntaxes,
 )

@@ -6,7 +6,7 @@ import ssl
 
 from pynetdicom import AE
 
-from listener.scp.contexts import VERIFICATION
+from listener.dicom_codes import VERIFICATION
 
 
 def verify(

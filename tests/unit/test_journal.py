@@ -262,8 +262,10 @@ def test_a_schema_3_journal_is_upgraded_to_the_current_schema(tmp_path: Path) ->
     for table, column in [
         ("studies", "revision"),
         ("studies", "claimed_until"),
+        ("studies", "claimed_by"),
         ("mpps", "consumed"),
         ("outbox", "leased_until"),
+        ("outbox", "leased_by"),
     ]:
         old.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     old.execute("PRAGMA user_version=3")

@@ -173,3 +173,22 @@ def test_a_released_or_lapsed_message_is_taken_again(open_journal: JournalOpener
     second.release_outbox(lapsed.id)
     again = first.next_outbox(now=36.0, lease_until=66.0)
     assert again is not None and again.id == taken.id
+
+
+def test_a_restarted_holder_releases_what_its_predecessor_held(
+    open_journal: JournalOpener,
+) -> None:
+    """After a SIGKILL the same holder frees its claims and leases at once; others' stay."""
+    first, second = open_journal(), open_journal()
+    first.add_instance(RECORD, 10.0)
+    first.add_instance(OTHER_STUDY, 10.0)
+    first.finish_study("7.7", digest="d", message=message("7.7", 1), finished_at=1.0)
+    assert first.claim_study("1.2", now=20.0, until=50.0, holder="node-a/0") is not None
+    assert first.claim_study("4.4", now=20.0, until=50.0, holder="node-b/0") is not None
+    assert first.next_outbox(now=20.0, lease_until=50.0, holder="node-a/0") is not None
+
+    second.release_holder("node-a/0")
+
+    assert second.claim_study("1.2", now=21.0, until=51.0, holder="node-a/0") is not None
+    assert second.claim_study("4.4", now=21.0, until=51.0, holder="node-a/0") is None
+    assert second.next_outbox(now=21.0, lease_until=51.0) is not None

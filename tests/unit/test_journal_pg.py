@@ -75,8 +75,10 @@ def test_a_schema_1_database_is_upgraded_with_the_claim_columns(postgres: str) -
         for table, column in [
             ("studies", "revision"),
             ("studies", "claimed_until"),
+            ("studies", "claimed_by"),
             ("mpps", "consumed"),
             ("outbox", "leased_until"),
+            ("outbox", "leased_by"),
         ]:
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("UPDATE journal_schema SET version = 1")

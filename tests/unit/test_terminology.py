@@ -9,12 +9,12 @@ import pytest
 from pydicom.sr._concepts_dict import concepts
 from pydicom.sr.codedict import codes
 
+from listener.fhir.common import SNOMED_SYSTEM
 from listener.fhir.terminology import (
     BODY_PART_EXAMINED,
     CID_4031_TERMS,
     LATERALITY_R4,
     LATERALITY_R5,
-    SNOMED_SYSTEM,
     body_site_coding,
     laterality_coding,
     modality_display,
