@@ -298,6 +298,7 @@ def _serve(
             publisher=publisher,
             spool_dir=worker.spool_dir if worker else None,
             worker_index=worker.index if worker else 0,
+            listening=worker.listening if worker else None,
         )
     except STARTUP_ERRORS as exc:
         print(f"dicom-listener: {startup_problem(exc, data_dir)}", file=sys.stderr)

@@ -30,7 +30,13 @@ from listener.journal_api import (
     StudyRow,
     StudySummary,
 )
-from listener.journal_sql import due_values, fence_values, outbox_message, statements
+from listener.journal_sql import (
+    due_values,
+    fence_values,
+    holder_value,
+    outbox_message,
+    statements,
+)
 from listener.model import InstanceRecord
 
 __all__ = [
@@ -401,19 +407,20 @@ class Journal:
                 self._insert_outbox(db, message)
         return True
 
-    def due_studies(self, now: float, *, quiet_period: float, max_age: float) -> list[StudyRow]:
-        """Pending studies no process holds that may be due at ``now`` (candidates to claim)."""
+    def due_studies(
+        self, now: float, *, quiet_period: float, max_age: float, holder: str = ""
+    ) -> list[StudyRow]:
+        """Pending studies no other process holds that may be due at ``now`` (to claim)."""
+        values = due_values(now, quiet_period, max_age, holder)
         with self._lock:
-            rows = self._db.execute(
-                _SQL.due_studies, due_values(now, quiet_period, max_age)
-            ).fetchall()
+            rows = self._db.execute(_SQL.due_studies, values).fetchall()
         return [StudyRow(*row) for row in rows]
 
     def claim_study(
         self, study_uid: str, *, now: float, until: float, holder: str = ""
     ) -> StudyRow | None:
         """Hold a pending study until ``until`` unless another process holds it; its row if held."""
-        values = (until, holder, study_uid, now)
+        values = (until, holder_value(holder), study_uid, now, holder_value(holder))
         with self._transaction(durable=False) as transaction:
             row = transaction.db.execute(_SQL.claim_study, values).fetchone()
         return StudyRow(*row) if row else None
@@ -564,9 +571,11 @@ class Journal:
         """
         held_after = math.inf if now is None else now
         with self._transaction(durable=False) as transaction:
-            row = transaction.db.execute(_SQL.next_outbox, (held_after,)).fetchone()
+            values = (held_after, holder_value(holder))
+            row = transaction.db.execute(_SQL.next_outbox, values).fetchone()
             if row is not None and lease_until is not None:
-                transaction.db.execute(_SQL.lease_outbox, (lease_until, holder, row[0]))
+                lease = (lease_until, holder_value(holder), row[0])
+                transaction.db.execute(_SQL.lease_outbox, lease)
         return outbox_message(row) if row else None
 
     def release_holder(self, holder: str) -> None:

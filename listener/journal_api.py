@@ -155,8 +155,10 @@ class JournalStore(Protocol):
     ) -> bool:
         """Mark a study published and queue its message, atomically; False if the fence failed."""
 
-    def due_studies(self, now: float, *, quiet_period: float, max_age: float) -> list[StudyRow]:
-        """Pending studies no process holds that may be due at ``now``."""
+    def due_studies(
+        self, now: float, *, quiet_period: float, max_age: float, holder: str = ""
+    ) -> list[StudyRow]:
+        """Pending studies no other process holds that may be due at ``now``."""
 
     def claim_study(
         self, study_uid: str, *, now: float, until: float, holder: str = ""

@@ -48,7 +48,13 @@ from listener.journal_pg_sql import (
     query_values,
     settle_empty,
 )
-from listener.journal_sql import due_values, fence_values, outbox_message, statements
+from listener.journal_sql import (
+    due_values,
+    fence_values,
+    holder_value,
+    outbox_message,
+    statements,
+)
 from listener.model import InstanceRecord
 
 _SQL = statements("%s")
@@ -220,10 +226,13 @@ class PgJournal:
                 insert_outbox(db, message)
         return True
 
-    def due_studies(self, now: float, *, quiet_period: float, max_age: float) -> list[StudyRow]:
-        """Pending studies no node holds that may be due at ``now`` (candidates to claim)."""
+    def due_studies(
+        self, now: float, *, quiet_period: float, max_age: float, holder: str = ""
+    ) -> list[StudyRow]:
+        """Pending studies no other node holds that may be due at ``now`` (to claim)."""
+        values = due_values(now, quiet_period, max_age, holder)
         with self._transaction() as db:
-            rows = db.execute(_SQL.due_studies, due_values(now, quiet_period, max_age)).fetchall()
+            rows = db.execute(_SQL.due_studies, values).fetchall()
         return [StudyRow(*row) for row in rows]
 
     def claim_study(
@@ -231,7 +240,8 @@ class PgJournal:
     ) -> StudyRow | None:
         """Hold a pending study until ``until`` unless another node holds it; its row if held."""
         with self._transaction() as db:
-            row = db.execute(_SQL.claim_study, (until, holder, study_uid, now)).fetchone()
+            values = (until, holder_value(holder), study_uid, now, holder_value(holder))
+            row = db.execute(_SQL.claim_study, values).fetchone()
         return StudyRow(*row) if row else None
 
     def release_study(self, study_uid: str) -> None:
@@ -345,9 +355,9 @@ class PgJournal:
         """
         held_after = math.inf if now is None else now
         with self._transaction() as db:
-            row = db.execute(_NEXT_OUTBOX, (held_after,)).fetchone()
+            row = db.execute(_NEXT_OUTBOX, (held_after, holder_value(holder))).fetchone()
             if row is not None and lease_until is not None:
-                db.execute(_SQL.lease_outbox, (lease_until, holder, row[0]))
+                db.execute(_SQL.lease_outbox, (lease_until, holder_value(holder), row[0]))
         return outbox_message(row) if row else None
 
     def release_holder(self, holder: str) -> None:

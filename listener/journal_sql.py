@@ -21,7 +21,7 @@ class Statements:
 
     due_studies: str = (
         f"SELECT {STUDY_COLUMNS} FROM studies s WHERE state = 'pending'"
-        " AND coalesce(claimed_until, 0) <= %s AND ("
+        " AND (coalesce(claimed_until, 0) <= %s OR claimed_by = %s) AND ("
         " last_received_at + %s <= %s"
         " OR (%s > 0 AND coalesce(opened_at, last_received_at) + %s <= %s)"
         " OR EXISTS (SELECT 1 FROM mpps m WHERE m.study_uid = s.study_uid AND m.consumed = 0"
@@ -31,7 +31,7 @@ class Statements:
     claim_study: str = (
         "UPDATE studies SET claimed_until = %s, claimed_by = %s"
         " WHERE study_uid = %s AND state = 'pending'"
-        f" AND coalesce(claimed_until, 0) <= %s RETURNING {STUDY_COLUMNS}"
+        f" AND (coalesce(claimed_until, 0) <= %s OR claimed_by = %s) RETURNING {STUDY_COLUMNS}"
     )
     release_study: str = "UPDATE studies SET claimed_until = NULL WHERE study_uid = %s"
     release_claims_of: str = "UPDATE studies SET claimed_until = NULL WHERE claimed_by = %s"
@@ -56,7 +56,8 @@ class Statements:
     )
     # The oldest message, among those no relay holds, whose study has no older message waiting.
     next_outbox: str = (
-        f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE coalesce(leased_until, 0) <= %s"
+        f"SELECT {_OUTBOX_COLUMNS} FROM outbox o"
+        " WHERE (coalesce(leased_until, 0) <= %s OR leased_by = %s)"
         " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.study_uid = o.study_uid AND p.id < o.id)"
         " ORDER BY id LIMIT 1"
     )
@@ -74,9 +75,16 @@ def statements(placeholder: str) -> Statements:
     return Statements(**rendered)
 
 
-def due_values(now: float, quiet_period: float, max_age: float) -> tuple[float, ...]:
+def due_values(
+    now: float, quiet_period: float, max_age: float, holder: str
+) -> tuple[float | str | None, ...]:
     """The parameters of ``due_studies``."""
-    return (now, quiet_period, now, max_age, max_age, now)
+    return (now, holder_value(holder), quiet_period, now, max_age, max_age, now)
+
+
+def holder_value(holder: str) -> str | None:
+    """A holder as stored: NULL for an anonymous one, which therefore never matches another."""
+    return holder or None
 
 
 def fence_values(

@@ -97,5 +97,10 @@ def _load_marks(path: Path) -> dict[str, tuple[float, str]]:
 def _save_marks(path: Path, marks: dict[str, tuple[float, str]]) -> None:
     """Replace the marks file atomically (no fsync: a lost update only repeats removals)."""
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({rule: list(mark) for rule, mark in marks.items()}))
+    encoded = json.dumps({rule: list(mark) for rule, mark in marks.items()}).encode()
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # like all data
+    try:
+        os.write(descriptor, encoded)
+    finally:
+        os.close(descriptor)
     os.replace(temporary, path)

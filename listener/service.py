@@ -10,6 +10,7 @@ the journal (``dicom.workers``, other nodes) sees the same state.
 from __future__ import annotations
 
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class ListenerService:
         clock: Callable[[], float] = time.time,
         spool_dir: Path | None = None,
         worker_index: int = 0,
+        listening: socket.socket | None = None,
     ) -> None:
         data_dir = settings.storage.data_dir
         self._settings = settings
@@ -137,6 +139,7 @@ class ListenerService:
             metrics=self.metrics,
             procedures=self.procedures,
             min_free_mb=settings.storage.min_free_mb,
+            listening=listening,
         )
         self._threads: list[threading.Thread] = []
         self._next_housekeeping = 0.0

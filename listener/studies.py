@@ -82,7 +82,10 @@ class PendingStudies:
         now = self._clock()
         finished = 0
         candidates = self._journal.due_studies(
-            now, quiet_period=self._clocks.quiet_period, max_age=self._clocks.max_age
+            now,
+            quiet_period=self._clocks.quiet_period,
+            max_age=self._clocks.max_age,
+            holder=self._holder,
         )
         for candidate in candidates:
             if self._finish(candidate.study_uid, now):

@@ -59,6 +59,7 @@ class WorkerJob:
     spool_dir: Path
     parent_pid: int
     ready: Connection  # the worker sends one message once it accepts associations
+    listening: socket.socket  # the supervisor's listening socket: one accept queue for all
 
 
 WorkerTarget = Callable[[WorkerJob], None]
@@ -72,9 +73,8 @@ def supervise(settings: Settings, stop: threading.Event, target: WorkerTarget) -
     data_dir = settings.storage.data_dir
     dicom = settings.dicom
     try:
-        in_use = port_in_use(dicom.host, dicom.port)
-        if in_use is not None:  # perhaps another listener on this data_dir: leave its spools be
-            raise in_use
+        # Fails while another listener holds the port: then its spools are left be.
+        listening = listen(dicom.host, dicom.port, backlog=dicom.listen_backlog)
         restrict_permissions(data_dir)
         remove_unused_spools(data_dir, dicom.workers)
     except STARTUP_ERRORS as exc:
@@ -84,7 +84,8 @@ def supervise(settings: Settings, stop: threading.Event, target: WorkerTarget) -
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     log.info("supervising workers", version=__version__, workers=dicom.workers, port=dicom.port)
-    return Supervisor(settings, target).run(stop, wake_fd=wake_read)
+    with listening:
+        return Supervisor(settings, target, listening).run(stop, wake_fd=wake_read)
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
@@ -101,19 +102,15 @@ def worker_spool(data_dir: Path, index: int) -> Path:
     return data_dir / f"spool-w{index}"
 
 
-def port_in_use(host: str, port: int) -> OSError | None:
-    """Why the DICOM port cannot be bound by a new group of workers (None: it can).
+def listen(host: str, port: int, *, backlog: int) -> socket.socket:
+    """The DICOM port's listening socket, which every worker accepts from (raises OSError).
 
-    Bound without SO_REUSEPORT, so it also fails while another group of workers holds the port.
+    One accept queue shared by the workers: whichever is free takes the next connection (with
+    SO_REUSEPORT the kernel would pick a worker by a hash of the connection's addresses, however
+    busy it is), and a connection waiting while a worker restarts is kept, not cut.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc
-    return None
+    return socket.create_server((host, port), family=family, backlog=backlog)
 
 
 def remove_unused_spools(data_dir: Path, workers: int) -> None:
@@ -140,7 +137,8 @@ class _Slot:
 class Supervisor:
     """Starts ``dicom.workers`` processes running ``target``, restarts the dead, drains all."""
 
-    def __init__(self, settings: Settings, target: WorkerTarget) -> None:
+    def __init__(self, settings: Settings, target: WorkerTarget, listening: socket.socket) -> None:
+        self._listening = listening
         self._settings = settings
         self._target = target
         self._context = multiprocessing.get_context("spawn")
@@ -230,6 +228,7 @@ class Supervisor:
             spool_dir=worker_spool(settings.storage.data_dir, slot.index),
             parent_pid=os.getpid(),
             ready=sender,
+            listening=self._listening,
         )
         process = self._context.Process(
             target=self._target, args=(job,), name=f"dicom-worker-{slot.index}"

@@ -60,7 +60,7 @@ class DicomSettings:
     port: int = _setting(11112, "TCP port for DICOM associations.", checks.port)
     workers: int = _setting(
         1,
-        "Processes serving the DICOM port on this host (SO_REUSEPORT); 1 = no extra process.",
+        "Processes serving the DICOM port on this host (one shared socket); 1 = no extra process.",
         checks.positive,
     )
     max_associations: int = _setting(

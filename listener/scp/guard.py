@@ -231,10 +231,14 @@ class GuardedServer(ThreadedAssociationServer):
     _max_p_data = 0
 
     def __init__(
-        self, *args: Any, backlog: int = 5, reuse_port: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        backlog: int = 5,
+        listening: socket.socket | None = None,
+        **kwargs: Any,
     ) -> None:
         self.request_queue_size = backlog  # read by listen() during construction
-        self._reuse_port = reuse_port  # read by server_bind() during construction
+        self._listening = listening  # read by server_bind() during construction
         self._handoff_lock = threading.Lock()
         self._pending = threading.BoundedSemaphore(64)
         self._pending_by_address = AddressCounts(0)
@@ -257,15 +261,24 @@ class GuardedServer(ThreadedAssociationServer):
         self._tick = limits.on_tick
 
     def server_bind(self) -> None:
-        """Bind as pynetdicom does; with ``reuse_port``, share the port with sibling workers.
+        """Bind as pynetdicom does, or take over ``listening``: the socket sibling workers share.
 
-        SO_REUSEPORT lets several processes of one user bind the same address and port, and the
-        kernel spreads incoming connections over them (``dicom.workers``).
+        A shared socket is non-blocking: when a sibling accepted the connection that woke this
+        server too, accept() fails with BlockingIOError, which the accept loop skips.
         """
-        if self._reuse_port:
-            assert self.socket is not None
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self._listening is None:
+            super().server_bind()
+            return
+        assert self.socket is not None
+        self.socket.close()
+        self.socket = self._listening
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Listen, unless the shared socket listens already."""
+        if self._listening is None:
+            super().server_activate()
 
     def service_actions(self) -> None:
         """Called by the accept loop about twice a second: lets the owner do periodic work."""

@@ -9,6 +9,7 @@ pynetdicom only through :class:`GuardedServer` (TLS, deadlines, caps).
 
 from __future__ import annotations
 
+import socket
 import tempfile
 import threading
 import time
@@ -93,8 +94,10 @@ class DicomServer:
         metrics: Metrics,
         procedures: WorkflowSink,
         min_free_mb: int = 0,
+        listening: socket.socket | None = None,
     ) -> None:
         self._settings = settings
+        self._listening = listening  # dicom.workers: accept from the supervisor's socket
         self._limits = ReceiveLimits(
             spool_dir=spool_dir,
             max_instance_bytes=settings.max_instance_mb * _MB,
@@ -151,9 +154,7 @@ class DicomServer:
             evt_handlers=handlers,
             server_class=GuardedServer,
             backlog=settings.listen_backlog,
-            # Only with several workers: a second listener started by mistake on the same port
-            # must fail with "address in use", not silently take half of the connections.
-            reuse_port=settings.workers > 1,
+            listening=self._listening,
         )
         assert isinstance(server, GuardedServer)
         server.guard(tls=tls, limits=self._guard_limits(), on_refused=self._on_connection_refused)

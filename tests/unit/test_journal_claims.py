@@ -192,3 +192,15 @@ def test_a_restarted_holder_releases_what_its_predecessor_held(
     assert second.claim_study("1.2", now=21.0, until=51.0, holder="node-a/0") is not None
     assert second.claim_study("4.4", now=21.0, until=51.0, holder="node-a/0") is None
     assert second.next_outbox(now=21.0, lease_until=51.0) is not None
+
+
+def test_a_holder_takes_its_own_lease_again(open_journal: JournalOpener) -> None:
+    """A relay whose remove failed publishes its leased message again at once; others wait."""
+    first, second = open_journal(), open_journal()
+    first.finish_study("1.2", digest="d", message=message("1.2", 1), finished_at=1.0)
+    taken = first.next_outbox(now=5.0, lease_until=35.0, holder="node-a/0")
+    assert taken is not None
+
+    assert second.next_outbox(now=6.0, lease_until=36.0, holder="node-b/0") is None
+    again = first.next_outbox(now=6.0, lease_until=36.0, holder="node-a/0")
+    assert again is not None and again.id == taken.id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from listener.scp.guard import GuardedServer
 from listener.workers import (
     Supervisor,
     WorkerJob,
-    port_in_use,
+    listen,
     remove_unused_spools,
     worker_settings,
     worker_spool,
@@ -63,30 +64,45 @@ def test_spools_of_workers_beyond_the_setting_are_removed(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spool-w0", "spool-w1", "spool-wx"]
 
 
-def _bind(port: int, *, reuse_port: bool) -> GuardedServer:
+def _sibling(listening: socket.socket) -> GuardedServer:
+    """A worker's server on the supervisor's listening socket, accepting in its own thread."""
     ae = AE()
     ae.add_supported_context("1.2.840.10008.1.1")  # Verification
-    server = ae.make_server(("127.0.0.1", port), server_class=GuardedServer, reuse_port=reuse_port)
+    server = ae.make_server(
+        listening.getsockname(), server_class=GuardedServer, listening=listening
+    )
     assert isinstance(server, GuardedServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
-def test_reuse_port_lets_sibling_servers_share_the_port_and_nobody_else() -> None:
-    """With reuse_port two servers bind one port; to a plain bind (and the probe) it is taken."""
-    port = free_port()
-    first = _bind(port, reuse_port=True)
-    try:
-        second = _bind(port, reuse_port=True)
-        second.server_close()
-        with pytest.raises(OSError) as plain:
-            _bind(port, reuse_port=False)
-        probe = port_in_use("127.0.0.1", port)
-    finally:
-        first.server_close()
+def _echo(port: int) -> bool:
+    ae = AE()
+    ae.add_requested_context("1.2.840.10008.1.1")
+    association = ae.associate("127.0.0.1", port)
+    if not association.is_established:
+        return False
+    status = association.send_c_echo()
+    association.release()
+    return bool(status) and status.Status == 0x0000
 
-    assert plain.value.errno == errno.EADDRINUSE
-    assert probe is not None and probe.errno == errno.EADDRINUSE
-    assert port_in_use("127.0.0.1", port) is None
+
+def test_sibling_servers_accept_from_one_socket_that_nobody_else_can_bind() -> None:
+    """Workers share the supervisor's socket (one accept queue); the port is taken for others."""
+    listening = listen("127.0.0.1", free_port(), backlog=8)
+    port = listening.getsockname()[1]
+    servers = [_sibling(listening), _sibling(listening)]
+    try:
+        answered = [_echo(port) for _ in range(6)]
+        with pytest.raises(OSError) as taken:
+            listen("127.0.0.1", port, backlog=8)
+    finally:
+        for server in servers:
+            server.shutdown()
+        listening.close()
+
+    assert all(answered)
+    assert taken.value.errno == errno.EADDRINUSE
 
 
 def fail_at_start(job: WorkerJob) -> None:
@@ -102,11 +118,13 @@ def test_a_worker_failing_at_its_first_start_stops_the_supervisor_with_1(tmp_pat
     ).settings
 
     results: list[int] = []
+    listening = listen("127.0.0.1", free_port(), backlog=8)
+    supervisor = Supervisor(settings, fail_at_start, listening)
     supervising = threading.Thread(
-        target=lambda: results.append(Supervisor(settings, fail_at_start).run(threading.Event())),
-        daemon=True,
+        target=lambda: results.append(supervisor.run(threading.Event())), daemon=True
     )
     supervising.start()
     supervising.join(timeout=60)
+    listening.close()
 
     assert results == [1]
