@@ -114,6 +114,16 @@ class InstanceFiles:
         """True when the record's file is on disk (always True when files are not kept)."""
         return not self._keep or not record.file or (self._root / record.file).is_file()
 
+    def held(self, record: InstanceRecord) -> bool:
+        """True when the record's file is durably held: here, or on the node the record names.
+
+        Another node (``storage.node_name``) fsynced its file before committing the record, so
+        the record alone vouches for it; this node's own files are checked on disk.
+        """
+        if record.node and record.node != self._node:
+            return True
+        return self.exists(record)
+
     def remove_study(self, study_uid: str) -> int:
         """Delete every file of a study; return how many were deleted."""
         study_dir = self._root / study_uid

@@ -128,7 +128,7 @@ class ProcedureSteps:
             if (
                 record is not None
                 and record.sop_class_uid == sop_class
-                and self._files.exists(record)
+                and self._files.held(record)
             ):
                 committed.append((sop_class, uid))
             else:

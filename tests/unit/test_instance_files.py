@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from listener.instance_files import InstanceFiles
@@ -60,3 +61,13 @@ def test_a_placed_record_names_the_node_that_holds_its_file(tmp_path: Path) -> N
 
     assert placed(tmp_path, keeping, record(sop="1.1")).node == "node-a"
     assert placed(tmp_path, dropping, record(sop="1.2")).node == "node-b"
+
+
+def test_a_record_naming_another_node_is_held_without_a_file_here(tmp_path: Path) -> None:
+    """Storage commitment on node C trusts A's committed record; its own records need the file."""
+    files = InstanceFiles(tmp_path / "instances", keep=True, min_free_mb=0, node="node-c")
+    elsewhere = replace(record(), file="1.2.3/1.2.3.4/1.2.3.4.5.dcm", node="node-a")
+    here_but_gone = replace(elsewhere, node="node-c")
+
+    assert files.held(elsewhere)
+    assert not files.held(here_but_gone)
