@@ -21,6 +21,17 @@ RECORD = InstanceRecord(
 )
 
 
+# The columns claims added to both journals (SQLite schema 5, PostgreSQL schema 2).
+CLAIM_COLUMNS = [
+    ("studies", "revision"),
+    ("studies", "claimed_until"),
+    ("studies", "claimed_by"),
+    ("mpps", "consumed"),
+    ("outbox", "leased_until"),
+    ("outbox", "leased_by"),
+]
+
+
 def message(study_uid: str, version: int) -> OutboxMessage:
     return OutboxMessage(
         id=0,
@@ -259,14 +270,7 @@ def test_a_schema_3_journal_is_upgraded_to_the_current_schema(tmp_path: Path) ->
     journal.close()
     old = sqlite3.connect(path)
     old.execute("DROP TABLE stale_files")
-    for table, column in [
-        ("studies", "revision"),
-        ("studies", "claimed_until"),
-        ("studies", "claimed_by"),
-        ("mpps", "consumed"),
-        ("outbox", "leased_until"),
-        ("outbox", "leased_by"),
-    ]:
+    for table, column in CLAIM_COLUMNS:
         old.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     old.execute("PRAGMA user_version=3")
     old.commit()

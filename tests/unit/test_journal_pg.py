@@ -24,7 +24,7 @@ from tests.support import (
     postgres_url,
     wait_for,
 )
-from tests.unit.test_journal import RECORD
+from tests.unit.test_journal import CLAIM_COLUMNS, RECORD
 
 
 def test_nodes_starting_at_once_create_the_schema_once(postgres: str) -> None:
@@ -72,14 +72,7 @@ def test_a_schema_1_database_is_upgraded_with_the_claim_columns(postgres: str) -
     first.close()
     with psycopg.connect(postgres) as db:
         db.execute("DROP INDEX outbox_by_study")
-        for table, column in [
-            ("studies", "revision"),
-            ("studies", "claimed_until"),
-            ("studies", "claimed_by"),
-            ("mpps", "consumed"),
-            ("outbox", "leased_until"),
-            ("outbox", "leased_by"),
-        ]:
+        for table, column in CLAIM_COLUMNS:
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("UPDATE journal_schema SET version = 1")
 
