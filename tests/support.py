@@ -609,7 +609,7 @@ class ListenerProcess:
 def http_get(url: str) -> tuple[int, str]:
     """Status and body of a GET (error statuses included)."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(url, timeout=30) as response:  # slow under a loaded CI
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
