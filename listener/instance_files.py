@@ -13,6 +13,8 @@ import fcntl
 import hashlib
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,21 +24,46 @@ from listener.model import InstanceRecord
 _MB = 1024 * 1024
 _PREAMBLE_AND_MAGIC = 132  # 128-byte preamble, then b"DICM"
 _GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes, explicit VR LE
+# How long a reading of the free space stands in for a new one (less what was placed since).
+FREE_SPACE_READING_SECONDS = 1.0
 
 
 class InstanceFiles:
     """Places spooled files, reports free space, and deletes files past their retention."""
 
-    def __init__(self, root: Path, *, keep: bool, min_free_mb: int, node: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        keep: bool,
+        min_free_mb: int,
+        node: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._root = root
         self._keep = keep
         self._min_free_bytes = min_free_mb * _MB
         self._node = node
+        self._clock = clock
+        self._free_lock = threading.Lock()
+        self._free_estimate = 0  # the last reading, less every file placed since
+        self._free_read_at: float | None = None
 
     def has_room(self) -> bool:
-        """True while more than the configured reserve is free on the data disk."""
-        _make_directories(self._root)
-        return shutil.disk_usage(self._root).free >= self._min_free_bytes
+        """True while more than the configured reserve is free on the data disk.
+
+        A reading of the disk serves for up to a second, less the size of every file placed
+        since: a ``statvfs`` per instance cost more than the check is worth (the spool file has
+        already kept the reserve while it was written).
+        """
+        now = self._clock()
+        with self._free_lock:
+            read_at = self._free_read_at
+            if read_at is None or not 0 <= now - read_at < FREE_SPACE_READING_SECONDS:
+                _make_directories(self._root)
+                self._free_estimate = shutil.disk_usage(self._root).free
+                self._free_read_at = now
+            return self._free_estimate >= self._min_free_bytes
 
     def place(
         self,
@@ -65,6 +92,8 @@ class InstanceFiles:
                 os.fdatasync(handle.fileno())  # data and size: what reading it back needs
         os.replace(spooled, target)
         fsync_directory(target.parent)
+        with self._free_lock:
+            self._free_estimate -= size
         return replace(record, file=relative.as_posix(), size=size, node=self._node)
 
     @contextlib.contextmanager

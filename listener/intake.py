@@ -58,7 +58,7 @@ class Intake:
 
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         """Make one received instance durable; success only once its record is committed."""
-        size = incoming.path.stat().st_size
+        size = incoming.path.stat().st_size if incoming.size is None else incoming.size
         screened = self._screen(incoming, size)
         if isinstance(screened, StoreOutcome):
             return screened
@@ -91,6 +91,10 @@ class Intake:
                 "instance not stored", error=str(exc), sop_instance_uid=record.sop_instance_uid
             )
             return StoreOutcome.OUT_OF_RESOURCES if full else StoreOutcome.FAILED
+
+    def close(self) -> None:
+        """Release the per-instance lock files (at shutdown)."""
+        self._sop_locks.close()
 
     def _screen(self, incoming: IncomingInstance, size: int) -> StoreOutcome | Scan:
         """Refuse an instance that is too large or truncated; else its scan, for the header."""

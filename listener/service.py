@@ -184,6 +184,7 @@ class ListenerService:
             self._dicomweb.stop()
         pending = _or_nan(self._studies.count)
         self._readiness.close()
+        self._intake.close()
         self._journal.close()
         log.info("stopped", pending_studies=None if math.isnan(pending) else int(pending))
 

@@ -75,6 +75,7 @@ class Spooled:
     path: Path
     digest: str
     synced: Callable[[], None] | None  # waits for the file's data sync (raises its OSError)
+    size: int  # bytes in the file, File Meta included
 
 
 class Progress:
@@ -136,7 +137,9 @@ class Incoming:
         if spool is None or spool.path is None or self.refusal is not None:
             return None
         synced = spool.synced
-        return Spooled(spool.path, spool.digest, None if synced is None else synced.result)
+        return Spooled(
+            spool.path, spool.digest, None if synced is None else synced.result, spool.size
+        )
 
     def discard(self) -> None:
         """Remove the spool file and release the buffer."""

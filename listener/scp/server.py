@@ -65,6 +65,7 @@ class IncomingInstance:
     # Waits for the file's data sync started when it was complete (raises its OSError); None:
     # the sink must fsync the file itself.
     synced: Callable[[], None] | None = None
+    size: int | None = None  # bytes in the file, as spooled; None: the sink asks the disk
 
 
 class InstanceSink(Protocol):
@@ -221,6 +222,7 @@ class DicomServer:
             calling_ae=event.assoc.requestor.ae_title,
             digest="" if spooled is None else spooled.digest,
             synced=None if spooled is None else spooled.synced,
+            size=None if spooled is None else spooled.size,
         )
         try:
             outcome = self._sink.receive(incoming)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from listener.instance_files import InstanceFiles
+import pytest
+
+from listener.instance_files import FREE_SPACE_READING_SECONDS, InstanceFiles
 from listener.model import InstanceRecord
+
+MiB = 1024 * 1024
 
 
 def record(study: str = "1.2.3", series: str = "1.2.3.4", sop: str = "1.2.3.4.5") -> InstanceRecord:
@@ -71,3 +76,53 @@ def test_a_record_naming_another_node_is_held_without_a_file_here(tmp_path: Path
 
     assert files.held(elsewhere)
     assert not files.held(here_but_gone)
+
+
+class FakeDisk:
+    """shutil.disk_usage stand-in: a settable free space, and how often it was read."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.reads = 0
+
+    def __call__(self, path: object) -> shutil._ntuple_diskusage:
+        self.reads += 1
+        return shutil._ntuple_diskusage(10 * self.free, 9 * self.free, self.free)
+
+
+def reserve_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free: int
+) -> tuple[InstanceFiles, FakeDisk, list[float]]:
+    disk, now = FakeDisk(free), [100.0]
+    monkeypatch.setattr(shutil, "disk_usage", disk)
+    files = InstanceFiles(tmp_path / "instances", keep=True, min_free_mb=1, clock=lambda: now[0])
+    return files, disk, now
+
+
+def test_one_reading_of_the_free_space_serves_the_checks_of_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """has_room reads the disk once, then again only once the reading is a second old."""
+    files, disk, now = reserve_files(tmp_path, monkeypatch, free=MiB * 2)
+
+    assert files.has_room() and files.has_room()
+    assert disk.reads == 1
+    disk.free = MiB // 2
+    now[0] += FREE_SPACE_READING_SECONDS
+    assert not files.has_room()
+    assert disk.reads == 2
+
+
+def test_files_placed_since_the_reading_count_against_the_reserve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Placing more than the headroom makes has_room refuse at once, before the next reading."""
+    files, disk, _ = reserve_files(tmp_path, monkeypatch, free=MiB + 1000)
+    assert files.has_room()
+
+    spooled = tmp_path / "spool.dcm"
+    spooled.write_bytes(b"DICM" * 8)
+    files.place(spooled, record(), size=2000)
+
+    assert not files.has_room()
+    assert disk.reads == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -56,4 +57,22 @@ def test_other_keys_are_not_held_up(tmp_path: Path) -> None:
         other.start()
         assert done.wait(5)
         other.join()
-    assert len(locks) == 0
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_lock_files_stay_open_between_holds_until_closed(tmp_path: Path) -> None:
+    """A bucket's lock file is opened once, not per instance; close() releases it, reuse reopens."""
+    locks = KeyedLock(tmp_path)
+    before = open_descriptors()
+    for _ in range(3):
+        with locks.hold("1.2.3"):
+            pass
+    assert open_descriptors() == before + 1
+    locks.close()
+    assert open_descriptors() == before
+    with locks.hold("1.2.3"):
+        assert open_descriptors() == before + 1
+    locks.close()
