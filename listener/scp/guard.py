@@ -212,6 +212,19 @@ def client_tls_context(tls: DicomTlsSettings) -> ssl.SSLContext:
     return context
 
 
+class SharedContexts(list[Any]):
+    """The server's supported presentation contexts, shared by its associations, not copied.
+
+    pynetdicom deep-copies the server's contexts for every association it accepts: with every
+    storage SOP class and transfer syntax we take (about 13,000 syntax entries) that cost some
+    50 ms per association before the A-ASSOCIATE-AC could go out. Negotiation only reads them,
+    and per-association additions (``negotiation.py``) build a new list.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedContexts:
+        return self
+
+
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, with every connection vetted before an association starts.
 
@@ -244,6 +257,7 @@ class GuardedServer(ThreadedAssociationServer):
         self._pending_by_address = AddressCounts(0)
         kwargs.setdefault("request_handler", GuardedRequestHandler)
         super().__init__(*args, **kwargs)
+        self.contexts = SharedContexts(self.contexts)
 
     def guard(
         self, *, tls: ssl.SSLContext | None, limits: GuardLimits, on_refused: Refusal
