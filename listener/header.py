@@ -12,6 +12,7 @@ whole instance; only a missing or invalid identifying UID rejects it.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +20,13 @@ from typing import Any, TypeVar
 
 import pydicom
 import pydicom.config
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 from listener.inflate import DeflateError, inflated_dataset
 from listener.model import Code, InstanceRecord, IssuedId, Issuer, Request, StaffId
@@ -32,6 +34,7 @@ from listener.scan import DEFLATED, Scan, locate
 
 # Values larger than this are not read into memory while parsing (pydicom reads them on access).
 _DEFER_SIZE = 64 * 1024
+_SPECIFIC_CHARACTER_SET = 0x00080005
 _T = TypeVar("_T")
 _UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_MAX_LENGTH = 64
@@ -173,7 +176,15 @@ def _dataset_from_scan(scanned: Scan) -> Dataset:
         )
         for tag, raw in scanned.elements.items()
     )
-    return Dataset({element.tag: element for element in elements})
+    dataset = Dataset({element.tag: element for element in elements})
+    # As pydicom's own reader does: the character set found once, not at every value decoded.
+    charset = scanned.elements.get(_SPECIFIC_CHARACTER_SET)
+    try:
+        encoding = convert_encodings(dataset[_SPECIFIC_CHARACTER_SET].value) if charset else None
+    except Exception:  # noqa: BLE001 - left to each value's decoding, as before
+        encoding = None
+    dataset.set_original_encoding(scanned.implicit, scanned.little, encoding or default_encoding)
+    return dataset
 
 
 def record_from_dataset(dataset: Dataset, transfer_syntax: str | None = None) -> InstanceRecord:
@@ -389,13 +400,27 @@ def _items(dataset: Dataset | None, keyword: str) -> Iterator[Dataset]:
 
 
 def _value(dataset: Dataset | None, keyword: str) -> Any:
-    """The value of ``keyword``, or None when absent or undecodable."""
+    """The value of ``keyword``, or None when absent or undecodable.
+
+    Looked up by tag: most keywords asked for are absent, and ``Dataset.get`` by keyword finds
+    that out by raising and catching an AttributeError (most of the record's reading time).
+    """
     if dataset is None:
         return None
+    tag = _tag_of(keyword)
     try:
-        return dataset.get(keyword)
+        return dataset[tag].value if tag in dataset else None
     except Exception:  # noqa: BLE001 - any decoding failure of an optional value means "absent"
         return None
+
+
+@functools.cache
+def _tag_of(keyword: str) -> BaseTag:
+    """The tag of a standard keyword (every keyword this module reads is one)."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return Tag(tag)
 
 
 def _clean(value: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -17,6 +18,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from listener import fhir
+from listener import scan as scan_module
 from listener.aggregator import Aggregator
 from listener.fhir import FhirOptions
 from listener.header import (
@@ -349,10 +351,9 @@ def test_header_keywords_name_every_top_level_attribute_read() -> None:
     read: set[str] = set()
 
     class Watched(Dataset):
-        def get(self, key: Any, default: Any = None) -> Any:
-            if isinstance(key, str):
-                read.add(key)
-            return super().get(key, default)
+        def __contains__(self, key: Any) -> bool:
+            read.add(keyword_for_tag(key))
+            return super().__contains__(key)
 
     dataset = Watched(pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm"))
     dataset.RequestAttributesSequence = [Dataset()]
@@ -360,3 +361,32 @@ def test_header_keywords_name_every_top_level_attribute_read() -> None:
     record_from_dataset(dataset)
 
     assert read and read <= set(HEADER_KEYWORDS)
+
+
+def _walk_outcome(path: Path) -> Scan | str:
+    try:
+        return scan(str(path), HEADER_TAGS)
+    except Truncated as exc:
+        return f"Truncated: {exc}"
+
+
+def test_the_fast_walk_over_plain_elements_agrees_with_the_element_by_element_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test file, whole and cut short at many points, scans the same with and without it."""
+    cases: list[Path] = []
+    for index, source in enumerate(dicom_files(PYDICOM_TEST_FILES)):
+        data = source.read_bytes()
+        whole = tmp_path / f"{index}.dcm"
+        whole.write_bytes(data)
+        cases.append(whole)
+        for cut in range(140, min(len(data), 4000), 181):
+            (short := tmp_path / f"{index}-{cut}.dcm").write_bytes(data[:cut])
+            cases.append(short)
+
+    fast = [_walk_outcome(path) for path in cases]
+    monkeypatch.setattr(scan_module._Mapped, "skip_plain", lambda self, **_: None)
+    plain = [_walk_outcome(path) for path in cases]
+
+    assert fast == plain
+    assert sum(isinstance(outcome, str) for outcome in fast) > 500  # cuts were caught
