@@ -117,7 +117,12 @@ def send_rejection(sock: socket.socket, rejection: Rejection) -> None:
 
 
 class _ReplayAwareSocket(AssociationSocket):
-    """pynetdicom's socket wrapper, also ready to read while request bytes wait to be replayed."""
+    """pynetdicom's socket wrapper, also ready to read while request bytes wait to be replayed.
+
+    It also reads a PDU in as few reads as the kernel allows: pynetdicom reads 4 KiB at a time,
+    and each read of the guarded socket costs a poll, the read and a TCP_QUICKACK (about 130 of
+    each for a 525 KB instance).
+    """
 
     @property
     def ready(self) -> bool:
@@ -125,6 +130,21 @@ class _ReplayAwareSocket(AssociationSocket):
         if getattr(self.socket, "replaying", False):
             return True
         return bool(super().ready)
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Up to ``nr_bytes`` (fewer only when the peer closed), as pynetdicom's ``recv``.
+
+        pynetdicom asks for a PDU's header, then for exactly its length once the guard has
+        checked that length: a read never goes past the PDU.
+        """
+        assert self.socket is not None
+        bytestream = bytearray()
+        while len(bytestream) < nr_bytes:
+            data = self.socket.recv(nr_bytes - len(bytestream))
+            if not data:
+                break  # closed: what was read, as pynetdicom returns it
+            bytestream += data
+        return bytestream
 
 
 def _first_message(event: evt.Event, idle_timeout: float) -> None:
