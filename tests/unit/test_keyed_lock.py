@@ -63,12 +63,12 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_lock_files_stay_open_between_holds_until_closed(tmp_path: Path) -> None:
-    """A bucket's lock file is opened once, not per instance; close() releases it, reuse reopens."""
+def test_one_lock_file_serves_every_key_until_closed(tmp_path: Path) -> None:
+    """One descriptor for all keys, opened once, not per instance; close() releases it."""
     locks = KeyedLock(tmp_path)
     before = open_descriptors()
-    for _ in range(3):
-        with locks.hold("1.2.3"):
+    for index in range(50):
+        with locks.hold(f"1.2.3.{index}"):
             pass
     assert open_descriptors() == before + 1
     locks.close()
