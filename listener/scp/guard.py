@@ -36,9 +36,9 @@ from listener.scp.association_request import (
     MAX_REQUEST_BYTES,
     Rejection,
     RequestProblem,
+    VettedRequests,
     read_request,
     too_many_from_address,
-    vet_request,
 )
 
 # BCP 195 for TLS 1.2: forward secrecy and AEAD ciphers only (TLS 1.3 suites are all fine).
@@ -258,6 +258,7 @@ class GuardedServer(ThreadedAssociationServer):
         kwargs.setdefault("request_handler", GuardedRequestHandler)
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
+        self._vetted = VettedRequests(self.contexts)
 
     def guard(
         self, *, tls: ssl.SSLContext | None, limits: GuardLimits, on_refused: Refusal
@@ -360,7 +361,7 @@ class GuardedServer(ThreadedAssociationServer):
             return sock, f"TLS handshake failed: {exc.reason}"
         except OSError:
             return sock, "connection error before associating"
-        rejection = vet_request(request, self.contexts)
+        rejection = self._vetted.vet(request)
         if rejection is None:
             sock.replay(request)
         return sock, rejection

@@ -6,10 +6,14 @@ import os
 import threading
 from typing import Any
 
+import pytest
 from pynetdicom import AE, evt
 
+from listener.scp import association_request as association_request_module
 from listener.scp.admission import _ReplayAwareSocket
+from listener.scp.association_request import VettedRequests
 from listener.scp.guard import GuardedServer
+from tests.association_requests import association_request
 from tests.support import free_port
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -80,3 +84,41 @@ def test_a_read_cut_short_by_the_peer_returns_what_arrived() -> None:
     wire = TricklingSocket(b"x" * 1000, chunk=300)
 
     assert association_socket(wire).recv(5000) == b"x" * 1000
+
+
+def test_a_request_seen_before_is_not_vetted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same A-ASSOCIATE-RQ bytes get the same verdict from memory; new bytes are vetted."""
+    vetted: list[bytes] = []
+    vet_request = association_request_module.vet_request
+
+    def counting(data: bytes, supported: Any) -> Any:
+        vetted.append(data)
+        return vet_request(data, supported)
+
+    monkeypatch.setattr(association_request_module, "vet_request", counting)
+    ae = AE()
+    ae.add_supported_context(VERIFICATION)
+    requests = VettedRequests(ae.supported_contexts)
+    sound, broken = association_request(), association_request(user_information=False)
+
+    verdicts = [
+        requests.vet(sound),
+        requests.vet(sound),
+        requests.vet(broken),
+        requests.vet(broken),
+    ]
+
+    assert verdicts[0] is None and verdicts[1] is None
+    assert verdicts[2] is not None and verdicts[3] == verdicts[2]
+    assert vetted == [sound, broken]
+
+
+def test_the_memory_of_verdicts_is_bounded() -> None:
+    """Only the last ``size`` distinct requests are remembered: a peer cannot grow it."""
+    ae = AE()
+    ae.add_supported_context(VERIFICATION)
+    requests = VettedRequests(ae.supported_contexts, size=4)
+    for index in range(10):
+        requests.vet(association_request(calling_ae=f"PEER{index}".encode()))
+
+    assert len(requests._verdicts) == 4
