@@ -50,6 +50,7 @@ class Receiver:
     publishes_studies: bool = False  # True for the listener: each study ends up on the queue
     orthanc_dir: Path | None = None  # Orthanc's own directory (storage, index, configuration)
     http_port: int | None = None  # Orthanc's REST API, to count what it stored
+    workers: int = 1  # a listener's dicom.workers (each serves metrics.port + its index)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Return once a C-ECHO succeeds; raise if the process dies or ``timeout`` passes."""

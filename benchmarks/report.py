@@ -90,11 +90,11 @@ def set_ratios(cells: list[Cell]) -> None:
 def orthanc_ratio_lines(cells: list[Cell]) -> list[str]:
     """The listener's instances/s relative to Orthanc's, cell by cell (none without Orthanc)."""
     lines = [
-        f"listener / orthanc, {cell.size} x{cell.associations} storescu TCP_NODELAY="
+        f"{cell.receiver} / orthanc, {cell.size} x{cell.associations} storescu TCP_NODELAY="
         f"{int(cell.tcp_nodelay)}: {ratio_text(cell.ratio_to_orthanc)} (orthanc as configured),"
         f" {ratio_text(cell.ratio_to_orthanc_nd)} (orthanc-nd, TCP_NODELAY=1)"
         for cell in cells
-        if cell.receiver == LISTENER
+        if cell.receiver.startswith(LISTENER)
         and (cell.ratio_to_orthanc is not None or cell.ratio_to_orthanc_nd is not None)
     ]
     return lines
@@ -137,6 +137,7 @@ class Results(RunRecord):
     tcp_nodelay: dict[str, Any] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
     listener: dict[str, Any] = field(default_factory=dict)
+    listener_workers: dict[str, Any] = field(default_factory=dict)  # the listener-wW's exit
     latency: dict[str, Any] = field(default_factory=dict)
     rss_study: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)

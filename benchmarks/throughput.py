@@ -1,9 +1,10 @@
 """Throughput, memory and publish latency of the listener, next to storescp, Orthanc and a bare SCP.
 
 ``python -m benchmarks.throughput [--count N] [--large-count M] [--rss-study-count K] [--quick]
-[--json PATH] [--orthanc PATH | --no-orthanc]`` generates its corpus, starts the listener, DCMTK's
-storescp, Orthanc (when installed) and a bare pynetdicom SCP side by side, sends to each with
-DCMTK's storescu (small and large instances, 1 and 4 associations, TCP_NODELAY=1 and unset),
+[--json PATH] [--orthanc PATH | --no-orthanc] [--workers W]`` generates its corpus, starts the
+listener, DCMTK's storescp, Orthanc (when installed) and a bare pynetdicom SCP side by side, sends
+to each with DCMTK's storescu (small and large instances, 1 and 4 associations, TCP_NODELAY=1 and
+unset), the 4-association cells also to a listener with ``dicom.workers = W`` (``listener-wW``),
 measures the listener's peak RSS and publish latency, prints a table and writes every number as
 JSON. Exit status 1 when any measurement failed.
 """
@@ -35,6 +36,7 @@ from benchmarks.receivers import (
     start_orthanc,
     start_storescp,
     stop_listener,
+    wait_workers_ready,
 )
 from benchmarks.report import (
     RUN_ERRORS,
@@ -58,6 +60,7 @@ WARM_UP_INSTANCES = 8
 PUBLISH_TIMEOUT_SECONDS = 60.0
 RSS_PUBLISH_TIMEOUT_SECONDS = 900.0
 DEFAULT_JSON = Path(__file__).parent / "results.json"
+DEFAULT_WORKERS = 2  # this 2-core machine's cores
 FULL = {"count": 500, "large_count": 100, "rss_study_count": 10_000, "latency_runs": 3}
 QUICK = {"count": 20, "large_count": 4, "rss_study_count": 50, "latency_runs": 1}
 
@@ -80,6 +83,7 @@ class Options:
     json_path: Path
     amqp_url: str
     orthanc_binary: str | None  # None: no Orthanc receivers
+    workers: int = DEFAULT_WORKERS  # of the listener-wW in the 4-association cells (0: none)
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -96,6 +100,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--amqp-url", default=os.environ.get("BENCH_AMQP_URL", DEFAULT_URL))
     parser.add_argument("--orthanc", help="the Orthanc executable [found on PATH or /usr/sbin]")
     parser.add_argument("--no-orthanc", action="store_true", help="leave Orthanc out")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="dicom.workers of the listener-wW sent the 4-association cells; 0: none"
+        f" [{DEFAULT_WORKERS}]",
+    )
     args = parser.parse_args(argv)
     sizes = {
         name: default if getattr(args, name) is None else getattr(args, name)
@@ -112,6 +123,7 @@ def parse_args(argv: list[str] | None) -> Options:
         json_path=args.json,
         amqp_url=args.amqp_url,
         orthanc_binary=binary,
+        workers=args.workers,
     )
 
 
@@ -142,10 +154,14 @@ class Benchmark:
         self._warm_up(receivers)
         for key, study in studies.items():
             for receiver in receivers:
-                self._measure(receiver, key, study)
+                if receiver.workers == 1 or key[1] > 1:  # one association is one worker
+                    self._measure(receiver, key, study)
         listener = next(r for r in receivers if r.name == "listener")
         self._latency(listener)
         self._finish_listener(listener)
+        for extra in receivers:
+            if extra.workers > 1:
+                self._stop_and_check(extra, self.results.listener_workers)
         self._rss_study()
 
     # -- corpus and receivers ---------------------------------------------------------------
@@ -175,16 +191,20 @@ class Benchmark:
         receiver.wait_ready()
         return receiver
 
-    def _start_listener(self, name: str) -> Receiver:
-        """A listener process on this run's topology."""
-        return self._started(
-            start_listener(
-                self.work,
-                name=name,
-                quiet_period=QUIET_PERIOD_SECONDS,
-                amqp=self.topology.listener_env(),
-            )
+    def _start_listener(self, name: str, workers: int = 1) -> Receiver:
+        """A listener process on this run's topology, with ``workers`` receiving processes."""
+        listener = start_listener(
+            self.work,
+            name=name,
+            quiet_period=QUIET_PERIOD_SECONDS,
+            amqp=self.topology.listener_env(),
+            extra={"LISTENER_DICOM__WORKERS": str(workers)},
         )
+        listener.workers = workers
+        self._started(listener)
+        if workers > 1:
+            wait_workers_ready(listener, workers)
+        return listener
 
     def _start_orthancs(self) -> list[Receiver]:
         """Both Orthancs, or none (with a note saying why) when its binary is not there."""
@@ -212,6 +232,9 @@ class Benchmark:
             *self._start_orthancs(),
             self._started(start_bare_scp(self.work)),
         ]
+        workers = self.options.workers
+        if workers > 1:
+            receivers.insert(3, self._start_listener(f"listener-w{workers}", workers))
         self.results.listener["rss_after_start_kib"] = rss_kib(receivers[2].process.pid)
         progress("receivers ready: " + ", ".join(f"{r.name} :{r.port}" for r in receivers))
         return receivers

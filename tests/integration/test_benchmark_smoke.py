@@ -13,6 +13,8 @@ REPO = Path(__file__).parents[2]
 def test_quick_benchmark_measures_every_receiver_and_the_publish_latency(tmp_path: Path) -> None:
     """A quick run exits 0 with positive instances/s per receiver and a latency sample.
 
+    The listener with ``dicom.workers = 2`` is sent the 4-association cells only.
+
     Orthanc is pointed at a path that does not exist: CI need not install it, and its cells are
     skipped with a note instead of failing the run.
     """
@@ -30,8 +32,9 @@ def test_quick_benchmark_measures_every_receiver_and_the_publish_latency(tmp_pat
 
     assert run.returncode == 0, run.stdout + run.stderr
     results = json.loads(output.read_text())
-    receivers = {"storescp", "storescp-nd", "listener", "bare-scp"}
+    receivers = {"storescp", "storescp-nd", "listener", "listener-w2", "bare-scp"}
     assert {cell["receiver"] for cell in results["cells"]} == receivers
+    assert {c["associations"] for c in results["cells"] if c["receiver"] == "listener-w2"} == {4}
     for cell in results["cells"]:
         assert cell["instances_per_s"] > 0, cell
     assert results["latency"]["median_seconds"] > 0

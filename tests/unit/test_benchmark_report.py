@@ -29,3 +29,18 @@ def test_no_orthanc_ratio_lines_without_orthanc_cells() -> None:
     set_ratios(cells)
 
     assert orthanc_ratio_lines(cells) == []
+
+
+def test_a_listener_with_workers_is_compared_with_orthanc_too() -> None:
+    """The listener-wW of the 4-association cells gets its own listener / orthanc line."""
+    cells = [
+        Cell(receiver, "large", 4, True, 100, 52_500_000, 100 / rate)
+        for receiver, rate in (("listener-w2", 300.0), ("orthanc", 60.0), ("orthanc-nd", 250.0))
+    ]
+
+    set_ratios(cells)
+
+    assert orthanc_ratio_lines(cells) == [
+        "listener-w2 / orthanc, large x4 storescu TCP_NODELAY=1: 5.00 (orthanc as configured),"
+        " 1.20 (orthanc-nd, TCP_NODELAY=1)"
+    ]
