@@ -23,6 +23,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
+from listener.scp import pdata
 from listener.scp.association_request import Rejection
 
 # Longest wait for the A-ASSOCIATE-RJ to leave (the peer's receive window may be full).
@@ -161,6 +162,7 @@ class GuardedRequestHandler(RequestHandler):
         # pynetdicom creates its AssociationSocket inside this method; only the class of that
         # object is changed, to a subclass that knows about the replayed request bytes.
         association.dul.socket.__class__ = _ReplayAwareSocket
+        pdata.install(association.dul)
         server: Any = self.server
         before, after = server.idle_timeouts
         if before and after and before < after:

@@ -99,7 +99,25 @@ class _PduLimits:
                     self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[attr-defined]
         return data
 
-    def _track(self, data: bytes) -> None:
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        """``socket.recv_into``, counting PDU boundaries and re-arming TCP_QUICKACK as ``recv``.
+
+        Only for reads past the replayed request (``listener.scp.pdata`` reads P-DATA with it).
+        """
+        if self._replay:
+            raise OSError(errno.EINVAL, "recv_into while request bytes wait to be replayed")
+        receive = super().recv_into  # type: ignore[misc]  # the socket's recv_into
+        count: int = (
+            receive(buffer, flags=flags) if nbytes is None else receive(buffer, nbytes, flags)
+        )
+        if not flags & socket.MSG_PEEK:
+            self._track(memoryview(buffer)[:count])
+            if _QUICKACK is not None:
+                with contextlib.suppress(OSError):
+                    self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[attr-defined]
+        return count
+
+    def _track(self, data: bytes | memoryview) -> None:
         offset = 0
         while offset < len(data):
             if self._remaining:
@@ -108,7 +126,7 @@ class _PduLimits:
                 offset += taken
                 continue
             needed = 6 - len(self._header)
-            self._header += data[offset : offset + needed]
+            self._header += bytes(data[offset : offset + needed])
             offset += needed
             if len(self._header) == 6:
                 pdu_type, _, length = struct.unpack(">BBL", self._header)

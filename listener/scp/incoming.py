@@ -122,13 +122,19 @@ class Incoming:
         self._head = b""
         self.refusal: Refusal | None = None
 
-    def take(self, assoc: Association, context_id: int, header: int, payload: bytes) -> bool:
-        """Add one PDV (its control header and data); True when the message is complete."""
+    def take(
+        self, assoc: Association, context_id: int, header: int, payload: bytes | memoryview
+    ) -> bool:
+        """Add one PDV (its control header and data); True when the message is complete.
+
+        ``payload`` may be a view of the PDU's buffer (``listener.scp.pdata``): a data set's
+        bytes go to the spool file without a copy.
+        """
         self.received += len(payload)
         self.progress.add(len(payload) + 1)
         last = bool(header & 2)
         if header & 1:
-            return self._take_command(assoc, context_id, payload, last)
+            return self._take_command(assoc, context_id, bytes(payload), last)
         return self._take_dataset(context_id, payload, last)
 
     def spooled(self) -> Spooled | None:
@@ -194,7 +200,7 @@ class Incoming:
             pool=self._pool,
         )
 
-    def _take_dataset(self, context_id: int, payload: bytes, last: bool) -> bool:
+    def _take_dataset(self, context_id: int, payload: bytes | memoryview, last: bool) -> bool:
         if self.command_field < 0:
             raise ProtocolError("a data set fragment before its command set")
         if self.refusal is None:
@@ -210,14 +216,14 @@ class Incoming:
                 self._refuse(outcome, self._spool.error)
         return True
 
-    def _spool_fragment(self, context_id: int, payload: bytes) -> None:
+    def _spool_fragment(self, context_id: int, payload: bytes | memoryview) -> None:
         assert self._spool is not None
         if context_id != self.context_id:
             reason = f"data set on presentation context {context_id}, command on {self.context_id}"
             self._refuse(StoreOutcome.WRONG_ENCODING, reason)
             return
         if self._explicit_vr and len(self._head) < 8:
-            self._head += payload[: 8 - len(self._head)]
+            self._head += bytes(payload[: 8 - len(self._head)])
             if len(self._head) == 8 and _implicit_vr_element(self._head):
                 reason = "implicit VR data set on an explicit VR presentation context"
                 self._refuse(StoreOutcome.WRONG_ENCODING, reason)
@@ -226,7 +232,7 @@ class Incoming:
         if outcome is not None:
             self._refuse(outcome, self._spool.error)
 
-    def _hold(self, payload: bytes) -> None:
+    def _hold(self, payload: bytes | memoryview) -> None:
         limit = self._limits.max_other_dataset_bytes
         if len(self.buffer) + len(payload) <= limit:
             self.buffer += payload

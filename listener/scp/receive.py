@@ -93,7 +93,7 @@ class Receiver(DIMSEServiceProvider):
                 with self._lock:
                     if self._closed:
                         return
-                    complete = self._take(context_id, bytes(data))
+                    complete = self._take(context_id, data)
                 if complete is not None:
                     self._deliver(complete)
         except ProtocolError as exc:
@@ -102,7 +102,7 @@ class Receiver(DIMSEServiceProvider):
             log.exception("receiving a DIMSE message failed", **self._who())
             self._abort(f"internal error: {exc}")
 
-    def _take(self, context_id: int, data: bytes) -> Incoming | None:
+    def _take(self, context_id: int, data: bytes | memoryview) -> Incoming | None:
         if not data:
             raise ProtocolError("empty presentation data value")
         message = self._current

@@ -72,28 +72,31 @@ class SpoolFile:
         """SHA-256 (hex) of the dataset bytes written so far: ``content_digest`` of the file."""
         return self._hash.hexdigest()
 
-    def write(self, data: bytes) -> StoreOutcome | None:
+    def write(self, data: bytes | memoryview) -> StoreOutcome | None:
         """Append ``data``; on refusal the file is gone and the outcome to answer is returned.
 
         Once refused, every later write answers the same refusal and writes nothing.
         """
         if self._refused is not None:
             return self._refused
-        chunk = self._pending_meta + data if self._pending_meta else data
-        if self.size + len(chunk) > self._max_bytes:
+        meta = self._pending_meta
+        size = len(meta) + len(data)
+        if self.size + size > self._max_bytes:
             self.error = f"larger than {self._max_bytes} bytes"
             return self._refuse(StoreOutcome.TOO_LARGE)
-        if not self._has_room(len(chunk)):
+        if not self._has_room(size):
             return self._refuse(StoreOutcome.OUT_OF_RESOURCES)
         try:
             if self._fd is None:
                 self._fd, self.path = self._create()
-            _write_all(self._fd, chunk)
+            if meta:
+                _write_all(self._fd, meta)  # apart: joining them would copy the data
+            _write_all(self._fd, data)
         except OSError as exc:
             self.error = f"{exc.strerror or exc} (errno {exc.errno})"
             return self._refuse(_outcome_of(exc))
         self._pending_meta = b""
-        self.size += len(chunk)
+        self.size += size
         self._hash.update(data)
         return None
 
@@ -156,7 +159,7 @@ class SpoolFile:
         return outcome
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
