@@ -9,8 +9,9 @@ with one ``recv_into`` into a buffer of the PDU's length and give DT_2 a P-DATA 
 whose presentation data values are ``memoryview`` slices of it; our
 :class:`~listener.scp.receive.Receiver` streams them to the spool file as they are.
 
-Every other PDU, a TLS connection, a header not yet complete, and the replayed association
-request take pynetdicom's own path. Both paths end the same way: Evt10 and the P-DATA for DT_2,
+Every other PDU, a TLS connection, a header not yet complete, a P-DATA-TF longer than the
+guard allows (refused there, and logged by pynetdicom) and the replayed association request
+take pynetdicom's own path. Both paths end the same way: Evt10 and the P-DATA for DT_2,
 Evt17 when the connection fails or closes mid-PDU, Evt19 for a malformed PDU. The fast path
 does not trigger EVT_DATA_RECV / EVT_PDU_RECV for P-DATA (pynetdicom's debug log of PDUs);
 nothing of ours listens to them. When this pynetdicom's internals are not the ones expected,
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import fsm
+from pynetdicom.dul import LOGGER as PYNETDICOM_LOG
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -98,6 +100,10 @@ def read_pdu(dul: Any, stock: Callable[[], None]) -> None:
     if len(head) < _PDU_HEADER.size or head[0] != _P_DATA_TF:
         stock()
         return
+    limit = getattr(connection, "max_p_data", 0)
+    if limit and _PDU_HEADER.unpack(head)[2] > limit:
+        stock()  # the guard refuses it there, and pynetdicom says so in its log
+        return
     event, primitive = _read_p_data(connection)
     dul.event_queue.put(event)
     if primitive is not None:
@@ -117,9 +123,12 @@ def _read_p_data(connection: Any) -> tuple[str, P_DATA | None]:
         while got < length:
             count = connection.recv_into(view[got:], length - got)
             if not count:
-                return "Evt17", None  # closed mid-PDU
+                break
             got += count
     except (OSError, TimeoutError):
+        got = -1
+    if got != length:
+        PYNETDICOM_LOG.error("Connection closed before the entire PDU was received")
         return "Evt17", None
     values = _presentation_data_values(body, view)
     if values is None:

@@ -117,17 +117,20 @@ def test_a_peer_closing_mid_pdu_ends_the_connection(wire: tuple[FakeDul, socket.
     assert dul.event_queue.get_nowait() == "Evt17"
 
 
-def test_the_guard_still_refuses_an_oversized_p_data_tf(
+def test_an_oversized_p_data_tf_is_left_to_the_guard_on_pynetdicoms_path(
     wire: tuple[FakeDul, socket.socket],
 ) -> None:
-    """A header announcing more than the PDU limit ends the connection before any body is read."""
+    """Longer than the PDU limit: nothing is read here; the guard refuses it as pynetdicom reads."""
     dul, peer = wire
     dul.connection.max_p_data = 16384
-    peer.sendall(struct.pack(">BBL", 0x04, 0, 1 << 30) + bytes(64))
+    oversized = struct.pack(">BBL", 0x04, 0, 1 << 30) + bytes(64)
+    peer.sendall(oversized)
 
     dul.read()
 
-    assert dul.event_queue.get_nowait() == "Evt17"
+    assert dul.stock_reads == 1 and dul.event_queue.empty()
+    with pytest.raises(OSError, match="refused"):
+        dul.connection.recv(6)
 
 
 def test_this_pynetdicom_is_read_the_fast_way() -> None:
