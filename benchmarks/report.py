@@ -185,9 +185,13 @@ def scrape_metrics(port: int) -> dict[str, float]:
 
 
 def summarize_log(text: str) -> dict[str, Any]:
-    """Counts of log lines by level, the distinct warning/error events, and unparsed lines."""
+    """Counts of log lines by level, distinct warning/error events, first error lines, unparsed.
+
+    The first error lines are kept whole: what went wrong, not only that it did.
+    """
     levels: collections.Counter[str] = collections.Counter()
     events: collections.Counter[str] = collections.Counter()
+    errors: list[dict[str, Any]] = []
     unparsed: list[str] = []
     for line in filter(str.strip, text.splitlines()):
         try:
@@ -199,7 +203,14 @@ def summarize_log(text: str) -> dict[str, Any]:
         levels[level] += 1
         if level in ("warning", "error", "critical"):
             events[f"{level}: {entry.get('event')}"] += 1
-    return {"levels": dict(levels), "events": dict(events), "unparsed": unparsed[:20]}
+        if level in ("error", "critical") and len(errors) < 5:
+            errors.append(entry)
+    return {
+        "levels": dict(levels),
+        "events": dict(events),
+        "errors": errors,
+        "unparsed": unparsed[:20],
+    }
 
 
 def rate_text(value: float | None, digits: int) -> str:

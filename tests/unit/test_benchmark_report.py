@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.report import Cell, orthanc_ratio_lines, set_ratios
+from benchmarks.report import Cell, orthanc_ratio_lines, set_ratios, summarize_log
 
 
 def _cell(receiver: str, rate: float) -> Cell:
@@ -43,4 +43,21 @@ def test_a_listener_with_workers_is_compared_with_orthanc_too() -> None:
     assert orthanc_ratio_lines(cells) == [
         "listener-w2 / orthanc, large x4 storescu TCP_NODELAY=1: 5.00 (orthanc as configured),"
         " 1.20 (orthanc-nd, TCP_NODELAY=1)"
+    ]
+
+
+def test_a_listener_log_summary_keeps_the_first_error_lines_whole() -> None:
+    """An error's own fields (what failed) are kept, not only its count."""
+    log = "\n".join(
+        [
+            '{"level": "info", "event": "started"}',
+            '{"level": "error", "event": "finishing studies failed; retrying", "error": "locked"}',
+        ]
+    )
+
+    summary = summarize_log(log)
+
+    assert summary["events"] == {"error: finishing studies failed; retrying": 1}
+    assert summary["errors"] == [
+        {"level": "error", "event": "finishing studies failed; retrying", "error": "locked"}
     ]
