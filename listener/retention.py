@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -95,8 +96,13 @@ def _load_marks(path: Path) -> dict[str, tuple[float, str]]:
 
 
 def _save_marks(path: Path, marks: dict[str, tuple[float, str]]) -> None:
-    """Replace the marks file atomically (no fsync: a lost update only repeats removals)."""
-    temporary = path.with_suffix(".tmp")
+    """Replace the marks file atomically (no fsync: a lost update only repeats removals).
+
+    The temporary file is this process's and thread's own: the workers of one host share the
+    marks file, and with one temporary name one worker's rename took the other's file away
+    (FileNotFoundError, logged as "finishing studies failed").
+    """
+    temporary = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     encoded = json.dumps({rule: list(mark) for rule, mark in marks.items()}).encode()
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # like all data
     try:

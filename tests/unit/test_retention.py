@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 from listener.config import StorageSettings
 from listener.instance_files import InstanceFiles
 from listener.journal_api import JournalStore
-from listener.retention import Retention
+from listener.retention import Retention, _load_marks, _save_marks
 from tests.conftest import JournalOpener
 from tests.unit.test_journal import RECORD, message
 
@@ -68,3 +69,26 @@ def test_a_pass_goes_on_from_its_mark_and_skips_pending_studies(
 
     assert kept.exists()
     assert (root.parent / "retention-marks.json").exists()
+
+
+def test_workers_saving_their_marks_at_once_do_not_fail(tmp_path: Path) -> None:
+    """Workers of one host saving the shared marks at once never take one another's temp file."""
+    marks_path = tmp_path / "retention-marks.json"
+    failures: list[BaseException] = []
+
+    def save_often(worker: int) -> None:
+        try:
+            for step in range(300):
+                _save_marks(marks_path, {"files": (float(step), f"w{worker}"), "records": (0, "")})
+        except OSError as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=save_often, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert _load_marks(marks_path)["files"][0] == 299.0
+    assert [p.name for p in tmp_path.iterdir()] == ["retention-marks.json"]
