@@ -130,9 +130,7 @@ class Intake:
                 incoming.path.unlink(missing_ok=True)
                 return refused
             with self._files.placing():
-                placed = self._files.place(
-                    incoming.path, record, size=size, synced=incoming.synced, fresh=held is None
-                )
+                placed = self._files.place(incoming.path, record, size=size, synced=incoming.synced)
                 return self._commit(placed)
 
     def _apply_changed_policy(
