@@ -93,7 +93,7 @@ class Intake:
             return StoreOutcome.OUT_OF_RESOURCES if full else StoreOutcome.FAILED
 
     def close(self) -> None:
-        """Release the per-instance lock files (at shutdown)."""
+        """Close the SOP-instance lock file (at shutdown)."""
         self._sop_locks.close()
 
     def _screen(self, incoming: IncomingInstance, size: int) -> StoreOutcome | Scan:

@@ -93,10 +93,7 @@ class _PduLimits:
         else:
             data = super().recv(*args, **kwargs)  # type: ignore[misc]  # the socket's recv
         if not flags & socket.MSG_PEEK:
-            self._track(data)
-            if _QUICKACK is not None:
-                with contextlib.suppress(OSError):
-                    self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[attr-defined]
+            self._after_read(data)
         return data
 
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
@@ -111,11 +108,15 @@ class _PduLimits:
             receive(buffer, flags=flags) if nbytes is None else receive(buffer, nbytes, flags)
         )
         if not flags & socket.MSG_PEEK:
-            self._track(memoryview(buffer)[:count])
-            if _QUICKACK is not None:
-                with contextlib.suppress(OSError):
-                    self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[attr-defined]
+            self._after_read(memoryview(buffer)[:count])
         return count
+
+    def _after_read(self, data: bytes | memoryview) -> None:
+        """Count the PDU boundaries in ``data`` and re-arm TCP_QUICKACK (see :meth:`recv`)."""
+        self._track(data)
+        if _QUICKACK is not None:
+            with contextlib.suppress(OSError):
+                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[attr-defined]
 
     def _track(self, data: bytes | memoryview) -> None:
         offset = 0

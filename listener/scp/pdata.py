@@ -33,10 +33,6 @@ from pynetdicom.dul import LOGGER as PYNETDICOM_LOG
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from listener.logs import get_logger
-
-log = get_logger("listener.scp")
-
 _P_DATA_TF = 0x04
 _PDU_HEADER = struct.Struct(">BBL")  # type, reserved, length
 _PDV_HEADER = struct.Struct(">LB")  # item length, presentation context ID
