@@ -147,6 +147,11 @@ class Incoming:
             spool.path, spool.digest, None if synced is None else synced.result, spool.size
         )
 
+    def sync_spool(self) -> None:
+        """Make the complete spool file durable (``SpoolFile.sync``); its handler awaits that."""
+        if self._spool is not None:
+            self._spool.sync()
+
     def discard(self) -> None:
         """Remove the spool file and release the buffer."""
         if self._spool is not None:

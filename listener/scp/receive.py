@@ -95,7 +95,12 @@ class Receiver(DIMSEServiceProvider):
                         return
                     complete = self._take(context_id, data)
                 if complete is not None:
-                    self._deliver(complete)
+                    try:
+                        self._deliver(complete)
+                    finally:
+                        # This thread waits for the response now: it syncs the file while the
+                        # handler reads it (a pool thread first had to win the GIL from it).
+                        complete.sync_spool()
         except ProtocolError as exc:
             self._abort(str(exc))
         except Exception as exc:  # an escape here would kill the DUL silently
@@ -266,7 +271,8 @@ def install(
 ) -> Receiver:
     """Make a new association receive through a :class:`Receiver` (before its threads start).
 
-    ``pool``: ready spool files, and where complete ones are fsynced beside the handler.
+    ``pool``: ready spool files; a complete one is fsynced on the reading thread, beside the
+    handler.
     """
     receiver = Receiver(assoc, limits, on_refused, pool)
     assoc.dimse = receiver

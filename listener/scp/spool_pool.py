@@ -1,10 +1,10 @@
-"""Spool files made ahead of need, and the threads that fsync complete ones.
+"""Spool files made ahead of need.
 
 Creating a file costs the thread that reads an association up to a millisecond when the file
 system is busy committing other files' fsyncs (the create waits for the journal). A
-:class:`SpoolPool` keeps a few empty spool files ready, made by its own threads, so a C-STORE's
-data set starts streaming into one at once; the same threads fsync each complete spool file while
-the C-STORE handler reads its header (see :mod:`listener.scp.spool`).
+:class:`SpoolPool` keeps a few empty spool files ready, made by its own thread, so a C-STORE's
+data set starts streaming into one at once. (Complete spool files are fsynced by the thread that
+read them, beside the C-STORE handler: :meth:`listener.scp.spool.SpoolFile.sync`.)
 
 The files are empty until used, in ``spool/`` like any other spool file: the start-up recovery
 removes every leftover there, and :meth:`SpoolPool.close` removes the unused ones.
@@ -17,16 +17,14 @@ import os
 import tempfile
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 READY_FILES = 4
-# fsync releases the GIL; more threads than the disk can overlap gain nothing.
-SYNC_THREADS = 4
 
 
 class SpoolPool:
-    """A few empty spool files ready for use; fsyncs of complete ones, beside the handler."""
+    """A few empty spool files ready for use, made on a thread of its own."""
 
     def __init__(self, directory: Path, *, ready: int = READY_FILES) -> None:
         self._directory = directory
@@ -34,7 +32,7 @@ class SpoolPool:
         self._ready: deque[tuple[int, Path]] = deque()
         self._lock = threading.Lock()
         self._closed = False
-        self._threads = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="spool-sync")
+        self._threads = ThreadPoolExecutor(1, thread_name_prefix="spool-ready")
         self._refill()
 
     def take(self) -> tuple[int, Path]:
@@ -47,15 +45,8 @@ class SpoolPool:
         fd, name = tempfile.mkstemp(suffix=".dcm", dir=self._directory)
         return fd, Path(name)
 
-    def sync_and_close(self, fd: int) -> Future[None] | None:
-        """Start fsyncing ``fd`` (then closing it); None once the pool is closed."""
-        try:
-            return self._threads.submit(_sync_and_close, fd)
-        except RuntimeError:  # shut down: the caller closes the file itself
-            return None
-
     def close(self) -> None:
-        """Wait for the syncs under way; remove the files never used."""
+        """Stop making files; remove the ones never used."""
         with self._lock:
             self._closed = True
         self._threads.shutdown(wait=True)
@@ -81,14 +72,6 @@ class SpoolPool:
                     continue
             _remove(fd, Path(name))
             return
-
-
-def _sync_and_close(fd: int) -> None:
-    """Make ``fd``'s data and size durable (fdatasync), then close it, also if the sync fails."""
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(fd: int, path: Path) -> None:

@@ -7,6 +7,7 @@ success; every read of an association's socket re-arms TCP_QUICKACK.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -132,6 +133,25 @@ def test_a_journal_that_cannot_commit_never_answers_success(
     with running_service(tmp_path) as (_service, port):
         monkeypatch.setattr(Journal, method, failing)
         assert store(port, count=2) == [status, status]
+
+
+@pytest.mark.parametrize(("code", "status"), [(errno.EIO, 0x0110), (errno.ENOSPC, 0xA700)])
+def test_a_spool_file_that_cannot_be_synced_never_answers_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, status: int
+) -> None:
+    """Guarantee "durable before success": a failed data sync of the received file is a failure."""
+    fdatasync = os.fdatasync
+    spool = f"{tmp_path / 'data'}/spool/"
+
+    def failing_for_spool_files(descriptor: int) -> None:
+        if os.readlink(f"/proc/self/fd/{descriptor}").startswith(spool):
+            raise OSError(code, os.strerror(code))
+        fdatasync(descriptor)
+
+    with running_service(tmp_path) as (_service, port):
+        monkeypatch.setattr(os, "fdatasync", failing_for_spool_files)
+        assert store(port, count=2) == [status, status]
+    assert not list((tmp_path / "data" / "instances").rglob("*.dcm"))
 
 
 def test_every_read_re_arms_tcp_quickack() -> None:

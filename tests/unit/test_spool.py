@@ -15,6 +15,7 @@ import pytest
 from pydicom.uid import UID
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
+from pynetdicom.dul import DULServiceProvider
 
 from listener.config import load_settings
 from listener.instance_files import content_digest
@@ -97,7 +98,8 @@ class RecordingSink:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.received: list[tuple[IncomingInstance, str]] = []
-        self.synced_by: dict[str, str] = {}  # file -> thread that fsynced it
+        self.synced_by: dict[str, threading.Thread] = {}  # file -> thread that fsynced it
+        self.handled_by: list[threading.Thread] = []
         for name in ("fsync", "fdatasync"):
             monkeypatch.setattr(os, name, self._spy(getattr(os, name)))
 
@@ -105,12 +107,13 @@ class RecordingSink:
         def spied(descriptor: int) -> None:
             path = os.readlink(f"/proc/self/fd/{descriptor}")
             sync(descriptor)
-            self.synced_by[path] = threading.current_thread().name
+            self.synced_by[path] = threading.current_thread()
 
         return spied
 
     def receive(self, incoming: IncomingInstance) -> StoreOutcome:
         self.received.append((incoming, content_digest(incoming.path)))
+        self.handled_by.append(threading.current_thread())
         assert incoming.synced is not None
         incoming.synced()
         return StoreOutcome.STORED
@@ -146,13 +149,15 @@ def test_a_received_instance_carries_its_content_digest(
 def test_a_received_file_is_fsynced_beside_the_handler(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The spool file's fsync starts when it is complete, on a sync thread; synced() awaits it."""
+    """The file is fsynced by the thread that read it (no GIL queue first); synced() awaits it."""
     sink = RecordingSink(monkeypatch)
     received_by_a_server(tmp_path, sink)
 
     assert len(sink.received) == 2
-    for incoming, _ in sink.received:
-        assert sink.synced_by[str(incoming.path)].startswith("spool-sync")
+    for (incoming, _), handler in zip(sink.received, sink.handled_by, strict=True):
+        syncer = sink.synced_by[str(incoming.path)]
+        assert isinstance(syncer, DULServiceProvider)  # the association's reading thread
+        assert syncer is not handler
 
 
 @pytest.mark.parametrize(
@@ -212,7 +217,9 @@ def test_spooling_with_a_pool_creates_no_file_on_the_writing_thread(
         assert spool.write(b"x" * 100) is None
         assert spool.finish() is None
         assert spool.synced is not None
-        spool.synced.result(timeout=10)
+        assert not spool.synced.done()  # left for sync(), on the reading thread
+        spool.sync()
+        spool.synced.result(timeout=0)
     finally:
         pool.close()
 
@@ -236,3 +243,24 @@ def test_c_store_responses_skip_pynetdicoms_encoding(
     received_by_a_server(tmp_path, RecordingSink(monkeypatch))  # the SCU's side answers 0x0000
 
     assert built == []
+
+
+def test_a_finished_file_discarded_before_its_sync_is_closed_and_says_so(tmp_path: Path) -> None:
+    """Discarding a file left for sync() closes it, removes it, and its handler hears an error."""
+    pool = SpoolPool(tmp_path, ready=1)
+    try:
+        spool = SpoolFile(tmp_path, meta=HEADER, max_bytes=1 << 20, min_free=0, pool=pool)
+        assert spool.write(b"x" * 100) is None
+        assert spool.finish() is None
+        path, synced = spool.path, spool.synced
+        assert path is not None and synced is not None
+        descriptors = len(os.listdir("/proc/self/fd"))
+        spool.discard()
+        spool.sync()  # nothing left to sync: does nothing
+
+        assert len(os.listdir("/proc/self/fd")) == descriptors - 1
+        assert not path.exists()
+        with pytest.raises(OSError, match="discarded"):
+            synced.result(timeout=0)
+    finally:
+        pool.close()
