@@ -51,11 +51,15 @@ def associate(port: int, *, source: str = "127.0.0.1", echo: bool = False) -> As
     return association
 
 
-def rejection(association: Association) -> tuple[int | None, int | None, int | None]:
-    """(result, source, reason) of the A-ASSOCIATE-RJ an association attempt received."""
-    primitive = association.acceptor.primitive
-    assert primitive is not None
-    return primitive.result, primitive.result_source, primitive.diagnostic
+def raw_attempt(port: int, source: str) -> tuple[int, int, int] | None:
+    """(result, source, reason) of the A-ASSOCIATE-RJ a raw request receives, None if accepted."""
+    request = association_request(
+        [(VERIFICATION, [EXPLICIT_LITTLE]), (CT_IMAGE_STORAGE, [EXPLICIT_LITTLE])],
+        calling_ae=b"MODALITY",
+    )
+    with contextlib.closing(connect_from(source, port)) as connection:
+        connection.sendall(request)
+        return rejection_of(connection)
 
 
 def seconds_to_associate(listener: ListenerProcess) -> float:
@@ -211,16 +215,17 @@ def test_idle_associations_from_one_address_leave_room_for_others(
 ) -> None:
     """16 silent associations from one address: 8 are accepted, 8 rejected; others get in."""
     listener = start_listener(LISTENER_DICOM__IDLE_TIMEOUT_SECONDS="60")
-    attempts = [associate(listener.port, source=ATTACKER, echo=True) for _ in range(16)]
+    accepted = [associate(listener.port, source=ATTACKER, echo=True) for _ in range(8)]
     try:
-        established = [a for a in attempts if a.is_established]
-        assert len(established) == 8
-        rejected = [a for a in attempts if a.is_rejected]
-        assert [rejection(a) for a in rejected] == [LOCAL_LIMIT] * 8
+        assert all(association.is_established for association in accepted)
+        # The other 8 as raw requests: pynetdicom's requestor reports about 1 in 100 prompt
+        # rejections as an abort (its ACSE checks the connection after its DUL thread has read
+        # the A-ASSOCIATE-RJ and closed it), which made this test flaky.
+        assert [raw_attempt(listener.port, ATTACKER) for _ in range(8)] == [LOCAL_LIMIT] * 8
         assert seconds_to_associate(listener) < 1.0
         send_study_and_check_published(listener, amqp)
     finally:
-        for association in attempts:
+        for association in accepted:
             if association.is_established:
                 association.abort()
 
