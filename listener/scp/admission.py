@@ -17,7 +17,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -122,8 +122,11 @@ class _ReplayAwareSocket(AssociationSocket):
 
     It also reads a PDU in as few reads as the kernel allows: pynetdicom reads 4 KiB at a time,
     and each read of the guarded socket costs a poll, the read and a TCP_QUICKACK (about 130 of
-    each for a 525 KB instance).
+    each for a 525 KB instance). And it lets the association's own thread send a C-STORE
+    response at once (:meth:`send_now`), one send at a time with pynetdicom's.
     """
+
+    send_lock: threading.Lock  # set by GuardedRequestHandler: no two PDUs interleave
 
     @property
     def ready(self) -> bool:
@@ -147,6 +150,31 @@ class _ReplayAwareSocket(AssociationSocket):
             bytestream += data
         return bytestream
 
+    def send(self, bytestream: bytes) -> None:
+        """Send as pynetdicom does (its DUL thread), never at the same time as :meth:`send_now`."""
+        with self.send_lock:
+            super().send(bytestream)
+
+    def send_now(self, pdu: bytes, state: Callable[[], str]) -> bool:
+        """Send a P-DATA-TF from the calling thread; False (nothing sent) when it may not.
+
+        Only on a plain TCP connection (an SSL object must not write while another thread reads)
+        and while ``state()`` is Sta6, association established: the state pynetdicom would send
+        a P-DATA in. A failed send is what it is on pynetdicom's path: the connection closed
+        (Evt17 for its state machine).
+        """
+        connection = self.socket
+        if connection is None or isinstance(connection, ssl.SSLSocket):
+            return False
+        with self.send_lock:
+            if not self._is_connected or state() != "Sta6":
+                return False
+            try:
+                connection.sendall(pdu)
+            except OSError:
+                self.event_queue.put("Evt17")
+        return True
+
 
 def _first_message(event: evt.Event, idle_timeout: float) -> None:
     """The peer sent a DIMSE message: from now on the normal idle limit applies."""
@@ -161,7 +189,9 @@ class GuardedRequestHandler(RequestHandler):
         association = super()._create_association()
         # pynetdicom creates its AssociationSocket inside this method; only the class of that
         # object is changed, to a subclass that knows about the replayed request bytes.
-        association.dul.socket.__class__ = _ReplayAwareSocket
+        connection = cast(_ReplayAwareSocket, association.dul.socket)
+        connection.__class__ = _ReplayAwareSocket
+        connection.send_lock = threading.Lock()
         pdata.install(association.dul)
         server: Any = self.server
         before, after = server.idle_timeouts
