@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pydicom
 import pydicom.config
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -139,7 +139,7 @@ def read_record(path: Path, scanned: Scan | None = None) -> InstanceRecord:
     instead of parsing the file again when it is ``usable``.
     """
     if scanned is not None and scanned.usable:
-        return record_from_dataset(_dataset_from_scan(scanned), scanned.transfer_syntax)
+        return record_from_dataset(_ScannedValues(scanned), scanned.transfer_syntax)
     located = scanned if scanned is not None else locate(str(path))
     if located.transfer_syntax != DEFLATED:
         parsed = _parsed(
@@ -162,6 +162,121 @@ def _parsed(parse: Callable[[], _T]) -> _T:
         raise HeaderError(HeaderProblem.NOT_DICOM, str(exc)) from None
 
 
+class _ScannedValues:
+    """A scanned header's top-level values: plain ones decoded here, the rest by pydicom.
+
+    pydicom's conversion of a raw element (hooks, validation, MultiValue, PersonName) cost about
+    three quarters of the record's reading time; the ~20 plain values of a typical header are
+    decoded here exactly as pydicom decodes them (``pydicom.values``: the same stripping,
+    splitting and character set), and anything else (sequences, escape sequences, undecodable
+    bytes, unusual VRs, names with component groups) goes to pydicom's dataset, built on first
+    need. ``tests/unit/test_scan.py`` compares every record read this way with pydicom's.
+    """
+
+    def __init__(self, scanned: Scan) -> None:
+        self._scanned = scanned
+        self._dataset: Dataset | None = None
+        encodings = _encodings(scanned)
+        # "": a character set pydicom does not understand either; it decodes every text value
+        self._encoding = encodings[0] if encodings else ""
+
+    def value(self, tag: BaseTag) -> Any:
+        """The value pydicom would give for ``tag``; None when absent."""
+        raw = self._scanned.elements.get(int(tag))
+        if raw is None:
+            return None
+        vr = raw.vr or _dictionary_vr(int(tag))
+        decoded = self._decoded(vr, raw.value)
+        if decoded is not _UNDECIDED:
+            return decoded
+        return self._pydicom()[tag].value
+
+    def _decoded(self, vr: str, value: bytes) -> Any:
+        if vr in _DEFAULT_ENCODED_VRS:  # pydicom decodes these with the default encoding
+            return _default_encoded(vr, value)
+        if vr == "IS":
+            return _integers(value)
+        if vr not in _CHARSET_VRS or b"\x1b" in value:
+            return _UNDECIDED
+        if not self._encoding:
+            return _UNDECIDED
+        try:
+            return _text(vr, value, self._encoding)
+        except (LookupError, UnicodeError):
+            return _UNDECIDED  # pydicom's replacement characters, and its warning
+
+    def _pydicom(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = _dataset_from_scan(self._scanned)
+        return self._dataset
+
+
+# What a record is read from: a parsed dataset, or a scanned header's values.
+Values = Dataset | _ScannedValues
+_UNDECIDED = object()
+_LATIN = "latin_1"  # pydicom's default_encoding, "iso8859", by its Python codec name
+_DEFAULT_ENCODED_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
+_CHARSET_VRS = frozenset({"SH", "LO", "UC", "PN", "LT", "ST", "UT"})
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _default_encoded(vr: str, value: bytes) -> Any:
+    """AE, AS, CS, DA, DT, TM, UI as ``pydicom.values`` decodes them (its default encoding)."""
+    text = value.decode(_LATIN)
+    if vr == "AE":
+        return _one_or_many([part.strip() for part in text.split("\\")])
+    if vr == "UI":
+        text = text.rstrip("\0 ")
+    return _one_or_many(text.rstrip(" \x00").split("\\"))
+
+
+def _integers(value: bytes) -> Any:
+    """IS values that are plain integers, as ints (``_integer`` reads them); else undecided."""
+    parts = [part.strip() for part in value.decode(_LATIN).rstrip(" \x00").split("\\")]
+    if all(_INTEGER.fullmatch(part) for part in parts):
+        return _one_or_many([int(part) for part in parts])
+    return _UNDECIDED
+
+
+def _text(vr: str, value: bytes, encoding: str) -> Any:
+    """A text VR in the character set's encoding, as ``pydicom.values`` decodes it."""
+    if vr == "PN":
+        text = value.rstrip(b"\x00 ").decode(encoding)
+        # pydicom drops empty trailing component groups ("=") of a name: left to it
+        return _UNDECIDED if "=" in text else _one_or_many(text.split("\\"))
+    text = value.decode(encoding)
+    if vr in _SINGLE_TEXT_VRS:
+        return text.rstrip("\0 ")
+    return _one_or_many([part.rstrip("\0 ") for part in text.split("\\")])
+
+
+def _one_or_many(values: list[_T]) -> _T | list[_T]:
+    return values[0] if len(values) == 1 else values
+
+
+@functools.cache
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+def _encodings(scanned: Scan) -> list[str] | None:
+    """The Python encodings of the scanned Specific Character Set; None when not understood.
+
+    As pydicom's own reader does: the character set found once, not at every value decoded.
+    """
+    charset = scanned.elements.get(_SPECIFIC_CHARACTER_SET)
+    if charset is None:
+        return [default_encoding]
+    try:
+        return list(convert_encodings(_default_encoded("CS", charset.value)))
+    except Exception:  # noqa: BLE001 - left to each value's decoding by pydicom
+        return None
+
+
 def _dataset_from_scan(scanned: Scan) -> Dataset:
     """A dataset of the scanned raw values, decoded lazily by pydicom as when it reads a file."""
     elements = (
@@ -177,17 +292,12 @@ def _dataset_from_scan(scanned: Scan) -> Dataset:
         for tag, raw in scanned.elements.items()
     )
     dataset = Dataset({element.tag: element for element in elements})
-    # As pydicom's own reader does: the character set found once, not at every value decoded.
-    charset = scanned.elements.get(_SPECIFIC_CHARACTER_SET)
-    try:
-        encoding = convert_encodings(dataset[_SPECIFIC_CHARACTER_SET].value) if charset else None
-    except Exception:  # noqa: BLE001 - left to each value's decoding, as before
-        encoding = None
-    dataset.set_original_encoding(scanned.implicit, scanned.little, encoding or default_encoding)
+    encodings = _encodings(scanned)
+    dataset.set_original_encoding(scanned.implicit, scanned.little, encodings or default_encoding)
     return dataset
 
 
-def record_from_dataset(dataset: Dataset, transfer_syntax: str | None = None) -> InstanceRecord:
+def record_from_dataset(dataset: Values, transfer_syntax: str | None = None) -> InstanceRecord:
     """Build a record from a parsed dataset (transfer syntax from its File Meta if not given)."""
     uids = {
         keyword: clean_uid(_value(dataset, keyword))
@@ -216,7 +326,7 @@ def record_from_dataset(dataset: Dataset, transfer_syntax: str | None = None) ->
     )
 
 
-def _instance_fields(dataset: Dataset) -> dict[str, Any]:
+def _instance_fields(dataset: Values) -> dict[str, Any]:
     concept = next(_items(dataset, "ConceptNameCodeSequence"), None)
     return {
         "instance_number": _integer(dataset, "InstanceNumber"),
@@ -228,7 +338,7 @@ def _instance_fields(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def _series_fields(dataset: Dataset) -> dict[str, Any]:
+def _series_fields(dataset: Values) -> dict[str, Any]:
     specimens = list(_items(dataset, "SpecimenDescriptionSequence"))
     region = next(_items(dataset, "AnatomicRegionSequence"), None)
     return {
@@ -253,7 +363,7 @@ def _series_fields(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def _study_fields(dataset: Dataset, requests: list[Dataset]) -> dict[str, Any]:
+def _study_fields(dataset: Values, requests: list[Dataset]) -> dict[str, Any]:
     sources = [dataset, *requests]
     return {
         "study_date": text_value(dataset, "StudyDate"),
@@ -294,7 +404,7 @@ def _study_fields(dataset: Dataset, requests: list[Dataset]) -> dict[str, Any]:
     }
 
 
-def _patient_fields(dataset: Dataset) -> dict[str, Any]:
+def _patient_fields(dataset: Values) -> dict[str, Any]:
     qualifiers = next(_items(dataset, "IssuerOfPatientIDQualifiersSequence"), None)
     issuer = Issuer(
         local_id=text_value(dataset, "IssuerOfPatientID"),
@@ -337,7 +447,7 @@ def _issued(items: list[Dataset], keyword: str, issuer_keyword: str) -> tuple[Is
     return tuple(dict.fromkeys(issued))
 
 
-def _staff(dataset: Dataset, name_keyword: str, sequence_keyword: str) -> tuple[StaffId, ...]:
+def _staff(dataset: Values, name_keyword: str, sequence_keyword: str) -> tuple[StaffId, ...]:
     """The people an identification sequence identifies, paired in order with the PN values.
 
     PS3.3 has the items correspond, in number and order, to the values of the name attribute.
@@ -364,7 +474,7 @@ def _issuer(item: Dataset | None) -> Issuer | None:
     return issuer if issuer.local_id or issuer.universal_id else None
 
 
-def _codes(dataset: Dataset | None, keyword: str) -> tuple[Code, ...]:
+def _codes(dataset: Values | None, keyword: str) -> tuple[Code, ...]:
     codes = []
     for item in _items(dataset, keyword):
         value = next(
@@ -388,7 +498,7 @@ def _codes(dataset: Dataset | None, keyword: str) -> tuple[Code, ...]:
     return tuple(codes)
 
 
-def _items(dataset: Dataset | None, keyword: str) -> Iterator[Dataset]:
+def _items(dataset: Values | None, keyword: str) -> Iterator[Dataset]:
     """The items of a sequence, or nothing when it is absent, empty or malformed."""
     value = _value(dataset, keyword)
     if not value:
@@ -399,7 +509,7 @@ def _items(dataset: Dataset | None, keyword: str) -> Iterator[Dataset]:
         return iter(())
 
 
-def _value(dataset: Dataset | None, keyword: str) -> Any:
+def _value(dataset: Values | None, keyword: str) -> Any:
     """The value of ``keyword``, or None when absent or undecodable.
 
     Looked up by tag: most keywords asked for are absent, and ``Dataset.get`` by keyword finds
@@ -409,6 +519,8 @@ def _value(dataset: Dataset | None, keyword: str) -> Any:
         return None
     tag = _tag_of(keyword)
     try:
+        if isinstance(dataset, _ScannedValues):
+            return dataset.value(tag)
         return dataset[tag].value if tag in dataset else None
     except Exception:  # noqa: BLE001 - any decoding failure of an optional value means "absent"
         return None
@@ -427,7 +539,7 @@ def _clean(value: Any) -> str:
     return _CONTROL.sub("", str(value)).strip()
 
 
-def text_value(dataset: Dataset | None, keyword: str) -> str:
+def text_value(dataset: Values | None, keyword: str) -> str:
     """A single text value, cleaned; multiple values joined with a backslash."""
     value = _value(dataset, keyword)
     if value is None:
@@ -437,7 +549,7 @@ def text_value(dataset: Dataset | None, keyword: str) -> str:
     return _clean(value)
 
 
-def _texts(dataset: Dataset, keyword: str) -> tuple[str, ...]:
+def _texts(dataset: Values, keyword: str) -> tuple[str, ...]:
     """Every value of a multi-valued text attribute, cleaned, empty ones dropped."""
     value = _value(dataset, keyword)
     if value is None:
@@ -451,7 +563,7 @@ def _present(values: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v for v in values if v))
 
 
-def _integer(dataset: Dataset, keyword: str) -> int | None:
+def _integer(dataset: Values, keyword: str) -> int | None:
     """An IS/US value as int, or None when absent or not a number."""
     value = _value(dataset, keyword)
     if isinstance(value, MultiValue | list | tuple):

@@ -390,3 +390,56 @@ def test_the_fast_walk_over_plain_elements_agrees_with_the_element_by_element_wa
 
     assert fast == plain
     assert sum(isinstance(outcome, str) for outcome in fast) > 500  # cuts were caught
+
+
+def test_a_plain_header_is_read_without_pydicoms_element_conversion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Text, date, UID and integer values of a scanned header are decoded directly (speed)."""
+    converted: list[int] = []
+    convert = pydicom.dataelem.convert_raw_data_element  # what pydicom.dataset calls
+
+    def counting(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        converted.append(int(raw.tag))
+        return convert(raw, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom.dataset, "convert_raw_data_element", counting)
+    path = PYDICOM_TEST_FILES / "CT_small.dcm"
+    walked = scan(str(path), HEADER_TAGS)
+
+    record = read_record(path, walked)
+
+    assert walked.usable and record.patient_name and record.instance_number is not None
+    assert converted == []
+
+
+@pytest.mark.parametrize(
+    ("keyword", "vr", "value"),
+    [
+        ("PatientName", "PN", b"Yamada^Tarou=="),  # empty trailing groups: pydicom drops them
+        ("PatientName", "PN", b"A^B\\C^D \x00"),
+        ("InstanceNumber", "IS", b"12.0"),  # not a plain integer: pydicom's reading
+        ("InstanceNumber", "IS", b" +7 \\ 8"),
+        ("StudyDescription", "LO", b"\xff\xfe bad bytes"),  # undecodable: pydicom replaces
+        ("StudyDescription", "LO", b"one\\two \x00"),
+        ("StudyComments", "LT", b"not\\split  "),
+        ("Modality", "CS", b"CT\\MR "),
+        ("AccessionNumber", "SH", b"\x1b$BF|K\\\x1b(B"),  # an ISO 2022 escape: pydicom's
+    ],
+)
+def test_directly_decoded_values_are_pydicoms(
+    tmp_path: Path, keyword: str, vr: str, value: bytes
+) -> None:
+    """Each value read from the scan equals what pydicom's own reading gives, edge cases too."""
+    dataset = ct_dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SpecificCharacterSet = "ISO_IR 192"
+    tag = Tag(pydicom.datadict.tag_for_keyword(keyword) or 0)
+    dataset[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    path = tmp_path / "edge.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    walked = scan(str(path), HEADER_TAGS)
+
+    assert walked.usable
+    assert _differences(_outcome(path, walked), _pydicom_outcome(path)) == {}
