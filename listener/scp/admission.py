@@ -25,6 +25,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from listener.scp import pdata
 from listener.scp.association_request import Rejection
+from listener.scp.receive import message_agnostic
 
 # Longest wait for the A-ASSOCIATE-RJ to leave (the peer's receive window may be full).
 _SEND_TIMEOUT = 1.0
@@ -176,6 +177,7 @@ class _ReplayAwareSocket(AssociationSocket):
         return True
 
 
+@message_agnostic
 def _first_message(event: evt.Event, idle_timeout: float) -> None:
     """The peer sent a DIMSE message: from now on the normal idle limit applies."""
     if event.assoc.network_timeout != idle_timeout:

@@ -26,9 +26,8 @@ from listener.scp.contexts import STATUS_FOR_OUTCOME
 from listener.scp.file_meta import file_header
 from listener.scp.spool import SpoolFile
 from listener.scp.spool_pool import SpoolPool
+from listener.scp.store_request import C_STORE_RQ, NO_DATASET, StoreRequest, read_store_request
 
-C_STORE_RQ = 0x0001
-NO_DATASET = 0x0101  # CommandDataSetType: no data set follows
 _MAX_COMMAND = 1 << 16  # a command set is a few hundred bytes; this is far beyond any real one
 _RESOURCE_LIMITATION = 0x0213  # DIMSE-N failure (PS3.7 C.5)
 _VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)
@@ -113,7 +112,8 @@ class Incoming:
         self.progress = Progress(limits, started)
         self.received = 0
         self._command_bytes = bytearray()
-        self.command = Dataset()
+        self.command = Dataset()  # pydicom's decoding, unless read as a plain C-STORE-RQ
+        self.store: StoreRequest | None = None  # a plain C-STORE-RQ, read directly
         self.command_field = -1  # not decoded yet
         self.context_id: int | None = None
         self.buffer = bytearray()
@@ -147,6 +147,12 @@ class Incoming:
             spool.path, spool.digest, None if synced is None else synced.result, spool.size
         )
 
+    def command_set(self) -> Dataset:
+        """The command set as pydicom decodes it (decoded now if it was read directly)."""
+        if self.store is not None and len(self.command) == 0:
+            self.command = decode_command(self._command_bytes)[0]
+        return self.command
+
     def sync_spool(self) -> None:
         """Make the complete spool file durable (``SpoolFile.sync``); its handler awaits that."""
         if self._spool is not None:
@@ -169,7 +175,11 @@ class Incoming:
         if not last:
             return False
         self.context_id = context_id
-        self.command, self.command_field, has_dataset = decode_command(self._command_bytes)
+        self.store = read_store_request(self._command_bytes)
+        if self.store is not None:
+            self.command_field, has_dataset = C_STORE_RQ, self.store.has_dataset
+        else:
+            self.command, self.command_field, has_dataset = decode_command(self._command_bytes)
         if self.command_field == C_STORE_RQ:
             if not has_dataset:
                 self._refuse(StoreOutcome.NO_DATASET, "C-STORE request without a data set")
@@ -181,7 +191,11 @@ class Incoming:
         context = assoc._accepted_cx.get(self.context_id or 0)
         if context is None:
             raise ProtocolError(f"C-STORE on presentation context {self.context_id}, not accepted")
-        sop_class = _uid(self.command.get("AffectedSOPClassUID"))
+        if self.store is not None:
+            sop_class, sop_instance = self.store.sop_class_uid, self.store.sop_instance_uid
+        else:
+            sop_class = _uid(self.command.get("AffectedSOPClassUID"))
+            sop_instance = _uid(self.command.get("AffectedSOPInstanceUID"))
         abstract = _uid(context.abstract_syntax)
         if sop_class != abstract:
             reason = f"SOP Class {sop_class} on a presentation context for {abstract}"
@@ -190,9 +204,7 @@ class Incoming:
         syntax = _uid(context.transfer_syntax[0])
         self._explicit_vr = _explicit_vr(syntax)
         try:
-            header = file_header(
-                sop_class, _uid(self.command.get("AffectedSOPInstanceUID")), syntax
-            )
+            header = file_header(sop_class, sop_instance, syntax)
         except Exception:  # noqa: BLE001 - any UID pydicom cannot write is unusable
             self._refuse(StoreOutcome.INVALID_UID, "request UIDs cannot form the File Meta")
             return

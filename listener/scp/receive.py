@@ -31,13 +31,14 @@ import threading
 import time
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import _MESSAGE_TYPES
-from pynetdicom.dimse_primitives import C_CANCEL, DimseServiceType
+from pynetdicom.dimse_primitives import C_CANCEL, DimsePrimitiveType, DimseServiceType
 from pynetdicom.pdu_primitives import P_DATA
 
 from listener.logs import get_logger
@@ -53,12 +54,27 @@ from listener.scp.response import send_plain_response
 from listener.scp.spool_pool import SpoolPool
 
 log = get_logger("listener.scp")
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 RefusalHandler = Callable[[Association, DimseServiceType, Refusal], None]
 # pynetdicom ends an association by waiting for its DUL thread, which may be blocked reading a
 # PDU that a peer trickles (its idle timeout fired mid-PDU): after this long, hang up on it.
 _ENDING_GRACE = 2.0
 # A-ABORT PDU, source 2 (service provider), reason 0 (not specified): PS3.8 9.3.8.
+# EVT_DIMSE_RECV handlers that never read ``event.message`` (see Receiver._primitive).
+_MESSAGE_AGNOSTIC: set[Callable[..., Any]] = set()
+
+
+def message_agnostic(handler: _Handler) -> _Handler:
+    """Mark an EVT_DIMSE_RECV handler that reads only the event's association, not its message.
+
+    While every handler bound is such, a plain C-STORE-RQ is delivered without the pynetdicom
+    message object (its ``event.message`` is None).
+    """
+    _MESSAGE_AGNOSTIC.add(handler)
+    return handler
+
+
 _A_P_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
 
 
@@ -120,15 +136,10 @@ class Receiver(DIMSEServiceProvider):
         return None
 
     def _deliver(self, message: Incoming) -> None:
-        dimse_message = _MESSAGE_TYPES[message.command_field][1]()
-        dimse_message.command_set = message.command
-        dimse_message.context_id = message.context_id
-        dimse_message.data_set = BytesIO(message.buffer)
         spooled = message.spooled()
-        dimse_message._data_set_path = None if spooled is None else spooled.path
-        evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": dimse_message})
+        path = None if spooled is None else spooled.path
         try:
-            primitive = dimse_message.message_to_primitive()
+            primitive = self._primitive(message, path)
         except Exception as exc:  # pynetdicom's own check of the command set
             message.discard()
             raise ProtocolError(f"invalid DIMSE message: {exc}") from exc
@@ -145,6 +156,27 @@ class Receiver(DIMSEServiceProvider):
         else:
             self.msg_queue.put((int(message.context_id or 0), cast(DimseServiceType, primitive)))
             self._arrived.set()
+
+    def _primitive(self, message: Incoming, path: Path | None) -> DimsePrimitiveType:
+        """The request primitive, EVT_DIMSE_RECV triggered; read directly when it can be.
+
+        A plain C-STORE-RQ (``store_request``) skips pynetdicom's message object unless a handler
+        of EVT_DIMSE_RECV may read it (every handler the listener binds is message-agnostic).
+        """
+        bound = self.assoc.get_handlers(evt.EVT_DIMSE_RECV)  # a notification event: a list
+        handlers = cast(list[tuple[Callable[..., Any], Any]], bound)
+        store = message.store
+        if store is not None and all(func in _MESSAGE_AGNOSTIC for func, _args in handlers):
+            evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": None})
+            data_set = BytesIO(message.buffer)
+            return store.primitive(int(message.context_id or 0), data_set, path)
+        dimse_message = _MESSAGE_TYPES[message.command_field][1]()
+        dimse_message.command_set = message.command_set()
+        dimse_message.context_id = message.context_id
+        dimse_message.data_set = BytesIO(message.buffer)
+        dimse_message._data_set_path = path
+        evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": dimse_message})
+        return dimse_message.message_to_primitive()
 
     def _abort(self, reason: str) -> None:
         """A-P-ABORT now (from the DUL thread), dropping the message in progress."""

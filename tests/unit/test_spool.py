@@ -8,6 +8,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -119,20 +120,26 @@ class RecordingSink:
         return StoreOutcome.STORED
 
 
-def received_by_a_server(tmp_path: Path, sink: RecordingSink) -> None:
-    """Two C-STOREs received by a DicomServer handing them to ``sink``."""
+@contextmanager
+def dicom_server(tmp_path: Path, sink: RecordingSink, **settings: str) -> Iterator[int]:
+    """A DicomServer handing what it receives to ``sink``, serving on the port yielded."""
     port = free_port()
-    settings = load_settings(
-        None, {"LISTENER_DICOM__PORT": str(port), "LISTENER_DICOM__HOST": "127.0.0.1"}
-    ).settings
+    environment = {"LISTENER_DICOM__PORT": str(port), "LISTENER_DICOM__HOST": "127.0.0.1"}
+    dicom = load_settings(None, {**environment, **settings}).settings.dicom
     server = DicomServer(
-        settings.dicom, sink, spool_dir=tmp_path, metrics=Metrics(), procedures=cast(Any, None)
+        dicom, sink, spool_dir=tmp_path, metrics=Metrics(), procedures=cast(Any, None)
     )
     server.start()
     try:
-        assert store(port, count=2) == [0x0000, 0x0000]
+        yield port
     finally:
         server.stop(grace_seconds=1)
+
+
+def received_by_a_server(tmp_path: Path, sink: RecordingSink) -> None:
+    """Two C-STOREs received by a DicomServer handing them to ``sink``."""
+    with dicom_server(tmp_path, sink) as port:
+        assert store(port, count=2) == [0x0000, 0x0000]
 
 
 def test_a_received_instance_carries_its_content_digest(
