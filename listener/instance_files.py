@@ -72,26 +72,40 @@ class InstanceFiles:
         *,
         size: int,
         synced: Callable[[], None] | None = None,
+        fresh: bool = False,
     ) -> InstanceRecord:
         """Move ``spooled`` to its place, durably (fsync); return the record with file and size.
 
         ``synced``: waits for a data sync of ``spooled`` already under way (the receiver started
-        it); without it the file is fsynced here. Either way its data is on disk before the
-        rename. The record also names this node (``storage.node_name``): with several listeners,
-        the one that holds the file.
+        it); without it the file is fsynced here. Either way its data and its name are on disk
+        when this returns, before the caller commits the record. ``fresh``: no record names this
+        path (a first copy of the SOP instance), so the file is renamed and its directory fsynced
+        while its data sync runs; otherwise the data is synced first, so that the held version's
+        file is only ever replaced by a complete one. The record also names this node
+        (``storage.node_name``): with several listeners, the one that holds the file.
         """
         relative = Path(record.study_uid, record.series_uid, f"{record.sop_instance_uid}.dcm")
         if not self._keep:
             return replace(record, size=size, node=self._node)
         target = self._root / relative
         _make_directories(target.parent)
-        if synced is not None:
-            synced()
+        if fresh and synced is not None:
+            # No record names this path: its name is made durable while the data sync runs.
+            os.replace(spooled, target)
+            try:
+                fsync_directory(target.parent)
+                synced()
+            except OSError:
+                target.unlink(missing_ok=True)  # not stored: no file without its record
+                raise
         else:
-            with spooled.open("rb") as handle:
-                os.fdatasync(handle.fileno())  # data and size: what reading it back needs
-        os.replace(spooled, target)
-        fsync_directory(target.parent)
+            if synced is not None:
+                synced()
+            else:
+                with spooled.open("rb") as handle:
+                    os.fdatasync(handle.fileno())  # data and size: what reading it back needs
+            os.replace(spooled, target)
+            fsync_directory(target.parent)
         with self._free_lock:
             self._free_estimate -= size
         return replace(record, file=relative.as_posix(), size=size, node=self._node)

@@ -130,7 +130,9 @@ class Intake:
                 incoming.path.unlink(missing_ok=True)
                 return refused
             with self._files.placing():
-                placed = self._files.place(incoming.path, record, size=size, synced=incoming.synced)
+                placed = self._files.place(
+                    incoming.path, record, size=size, synced=incoming.synced, fresh=held is None
+                )
                 return self._commit(placed)
 
     def _apply_changed_policy(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -126,3 +127,58 @@ def test_files_placed_since_the_reading_count_against_the_reserve(
 
     assert not files.has_room()
     assert disk.reads == 1
+
+
+def spool_file(tmp_path: Path, name: str) -> Path:
+    spooled = tmp_path / name
+    spooled.write_bytes(b"DICM" * 8)
+    return spooled
+
+
+def test_a_new_instances_name_is_made_durable_while_its_data_sync_runs(tmp_path: Path) -> None:
+    """No record names the path yet: the file is moved in before the data sync is waited for."""
+    files = InstanceFiles(tmp_path / "instances", keep=True, min_free_mb=0)
+    spooled = spool_file(tmp_path, "new.dcm")
+    moved_before_the_wait: list[bool] = []
+
+    files.place(
+        spooled,
+        record(),
+        size=32,
+        synced=lambda: moved_before_the_wait.append(not spooled.exists()),
+        fresh=True,
+    )
+
+    assert moved_before_the_wait == [True]
+
+
+def test_a_file_replacing_a_held_version_is_synced_before_it_is_moved_in(tmp_path: Path) -> None:
+    """A record names that path: until the new data is on disk the old file must stay there."""
+    files = InstanceFiles(tmp_path / "instances", keep=True, min_free_mb=0)
+    placed(tmp_path, files, record())
+    spooled = spool_file(tmp_path, "changed.dcm")
+    moved_before_the_wait: list[bool] = []
+
+    files.place(
+        spooled,
+        record(),
+        size=32,
+        synced=lambda: moved_before_the_wait.append(not spooled.exists()),
+        fresh=False,
+    )
+
+    assert moved_before_the_wait == [False]
+
+
+def test_a_new_instance_whose_data_sync_fails_leaves_no_file(tmp_path: Path) -> None:
+    """Moved in beside its data sync, a file whose sync failed is removed again (not stored)."""
+    files = InstanceFiles(tmp_path / "instances", keep=True, min_free_mb=0)
+    spooled = spool_file(tmp_path, "new.dcm")
+
+    def failed_sync() -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    with pytest.raises(OSError):
+        files.place(spooled, record(), size=32, synced=failed_sync, fresh=True)
+
+    assert not list((tmp_path / "instances").rglob("*.dcm"))

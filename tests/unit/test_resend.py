@@ -284,3 +284,23 @@ def test_identical_re_send_of_a_record_from_before_digests_is_a_duplicate(
     assert publish(tmp_path, restarted, clock, base) is StoreOutcome.DUPLICATE
     assert len(versions(restarted)) == 1
     assert Journal(tmp_path / "data" / "journal.sqlite3").stale_files() == []
+
+
+def test_only_a_new_sop_instance_is_moved_in_before_its_data_sync(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A first copy is moved in beside its data sync; a changed re-send only once synced."""
+    service = policy_service(tmp_path, clock, "new-version")
+    moved_before_the_wait: list[bool] = []
+
+    def receive(path: Path) -> StoreOutcome:
+        incoming = spooled(tmp_path, path)
+        incoming = replace(
+            incoming, synced=lambda: moved_before_the_wait.append(not incoming.path.exists())
+        )
+        return service.receive(incoming)
+
+    assert receive(variant(tmp_path, "base")) is StoreOutcome.STORED
+    assert receive(variant(tmp_path, "pixels", pixels=True)) is StoreOutcome.STORED
+
+    assert moved_before_the_wait == [True, False]
