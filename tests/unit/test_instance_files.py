@@ -135,39 +135,29 @@ def spool_file(tmp_path: Path, name: str) -> Path:
     return spooled
 
 
+def moved_before_the_wait(files: InstanceFiles, spooled: Path, *, fresh: bool) -> bool:
+    """Place ``spooled``; whether it had left the spool when its data sync was waited for."""
+    moved: list[bool] = []
+    files.place(
+        spooled, record(), size=32, synced=lambda: moved.append(not spooled.exists()), fresh=fresh
+    )
+    [answer] = moved
+    return answer
+
+
 def test_a_new_instances_name_is_made_durable_while_its_data_sync_runs(tmp_path: Path) -> None:
     """No record names the path yet: the file is moved in before the data sync is waited for."""
     files = InstanceFiles(tmp_path / "instances", keep=True, min_free_mb=0)
-    spooled = spool_file(tmp_path, "new.dcm")
-    moved_before_the_wait: list[bool] = []
 
-    files.place(
-        spooled,
-        record(),
-        size=32,
-        synced=lambda: moved_before_the_wait.append(not spooled.exists()),
-        fresh=True,
-    )
-
-    assert moved_before_the_wait == [True]
+    assert moved_before_the_wait(files, spool_file(tmp_path, "new.dcm"), fresh=True)
 
 
 def test_a_file_replacing_a_held_version_is_synced_before_it_is_moved_in(tmp_path: Path) -> None:
     """A record names that path: until the new data is on disk the old file must stay there."""
     files = InstanceFiles(tmp_path / "instances", keep=True, min_free_mb=0)
     placed(tmp_path, files, record())
-    spooled = spool_file(tmp_path, "changed.dcm")
-    moved_before_the_wait: list[bool] = []
 
-    files.place(
-        spooled,
-        record(),
-        size=32,
-        synced=lambda: moved_before_the_wait.append(not spooled.exists()),
-        fresh=False,
-    )
-
-    assert moved_before_the_wait == [False]
+    assert not moved_before_the_wait(files, spool_file(tmp_path, "changed.dcm"), fresh=False)
 
 
 def test_a_new_instance_whose_data_sync_fails_leaves_no_file(tmp_path: Path) -> None:

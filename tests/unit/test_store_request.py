@@ -117,18 +117,24 @@ def test_anything_else_is_left_to_pynetdicom(case: str, encoded: bytes | None) -
     assert read_store_request(encoded) is None
 
 
-def test_a_received_c_store_builds_no_pynetdicom_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The listener's C-STOREs skip pynetdicom's message object (both answered 0x0000)."""
+def pynetdicom_conversions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SOP Instance UID of each C-STORE-RQ pynetdicom's message object converts, from now."""
     converted: list[str] = []
     original = C_STORE_RQ.message_to_primitive
 
     def recording(message: C_STORE_RQ) -> Any:
-        converted.append(type(message).__name__)
+        converted.append(str(message.command_set.AffectedSOPInstanceUID))
         return original(message)
 
     monkeypatch.setattr(C_STORE_RQ, "message_to_primitive", recording)
+    return converted
+
+
+def test_a_received_c_store_builds_no_pynetdicom_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener's C-STOREs skip pynetdicom's message object (both answered 0x0000)."""
+    converted = pynetdicom_conversions(monkeypatch)
     received_by_a_server(tmp_path, RecordingSink(monkeypatch))
 
     assert converted == []
@@ -138,14 +144,7 @@ def test_a_handler_that_reads_the_message_gets_pynetdicoms(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With pynetdicom's logging handlers bound (they read the message), its path is taken."""
-    converted: list[str] = []
-    original = C_STORE_RQ.message_to_primitive
-
-    def recording(message: C_STORE_RQ) -> Any:
-        converted.append(str(message.command_set.AffectedSOPInstanceUID))
-        return original(message)
-
-    monkeypatch.setattr(C_STORE_RQ, "message_to_primitive", recording)
+    converted = pynetdicom_conversions(monkeypatch)
     sink = RecordingSink(monkeypatch)
     with dicom_server(tmp_path, sink) as port:
         monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "standard")  # the server set "none"
