@@ -60,7 +60,6 @@ RefusalHandler = Callable[[Association, DimseServiceType, Refusal], None]
 # pynetdicom ends an association by waiting for its DUL thread, which may be blocked reading a
 # PDU that a peer trickles (its idle timeout fired mid-PDU): after this long, hang up on it.
 _ENDING_GRACE = 2.0
-# A-ABORT PDU, source 2 (service provider), reason 0 (not specified): PS3.8 9.3.8.
 # EVT_DIMSE_RECV handlers that never read ``event.message`` (see Receiver._primitive).
 _MESSAGE_AGNOSTIC: set[Callable[..., Any]] = set()
 
@@ -75,6 +74,7 @@ def message_agnostic(handler: _Handler) -> _Handler:
     return handler
 
 
+# A-ABORT PDU, source 2 (service provider), reason 0 (not specified): PS3.8 9.3.8.
 _A_P_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
 
 
