@@ -1,8 +1,9 @@
 """``dicom.workers > 1``: several processes serving one DICOM port, and their supervisor.
 
 Each worker is a whole listener (:class:`~listener.service.ListenerService`) in a process of its
-own, started with ``spawn``; their DICOM sockets share the port through SO_REUSEPORT and the kernel
-spreads incoming connections over them, so one host uses all its cores. They share the journal
+own, started with ``spawn``; they all accept from the one listening socket the supervisor binds
+(:func:`listen`), the least busy first (``GuardedServer.get_request``), so one host uses all its
+cores. They share the journal
 (SQLite in ``storage.data_dir``, or PostgreSQL) and ``data_dir/instances``. What must not be shared:
 
 - the spool: worker ``i`` spools into ``data_dir/spool-w<i>``, which only it clears at its start,

@@ -48,6 +48,9 @@ Refusal = Callable[[str, str], None]
 # Largest PDUs other than P-DATA we accept: an A-ASSOCIATE-RQ with hundreds of presentation
 # contexts stays far below 1 MiB; release and abort PDUs are 4 bytes long.
 _OTHER_LIMIT = 1 << 16
+# A worker sharing the port waits this long per association it serves before it accepts.
+ACCEPT_DEFERRAL = 0.005
+_MAX_DEFERRALS = 4
 _P_DATA_TF = 0x04
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -274,6 +277,8 @@ class GuardedServer(ThreadedAssociationServer):
         self._handoff_lock = threading.Lock()
         self._pending = threading.BoundedSemaphore(64)
         self._pending_by_address = AddressCounts(0)
+        self._vetting = 0  # connections accepted and not yet handed off or refused
+        self._vetting_lock = threading.Lock()
         kwargs.setdefault("request_handler", GuardedRequestHandler)
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
@@ -324,8 +329,20 @@ class GuardedServer(ThreadedAssociationServer):
             super().shutdown()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept without TLS: the handshake happens in the connection's own thread."""
+        """Accept without TLS: the handshake happens in the connection's own thread.
+
+        On a socket shared with sibling workers, a worker already serving associations first
+        gives the others a moment (``ACCEPT_DEFERRAL`` per connection it has, at most 4): every
+        worker is woken by each new connection, and without this the one that happened to be
+        awake took several of a burst, leaving its sibling idle (4 associations split 3 to 1 in
+        half of the benchmark's sends). A sibling that took the connection meanwhile makes this
+        accept fail with BlockingIOError, which the accept loop skips.
+        """
         assert self.socket is not None
+        if self._listening is not None:
+            busy = min(len(self.active_associations) + self._vetting, _MAX_DEFERRALS)
+            if busy:
+                time.sleep(busy * ACCEPT_DEFERRAL)
         client, address = self.socket.accept()
         return client, address
 
@@ -338,6 +355,8 @@ class GuardedServer(ThreadedAssociationServer):
             self._pending.release()
             self._close(request, "too many pending connections from this address", client_address)
             return
+        with self._vetting_lock:
+            self._vetting += 1
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -358,6 +377,8 @@ class GuardedServer(ThreadedAssociationServer):
             self._done_pending(client_address)
 
     def _done_pending(self, client_address: Any) -> None:
+        with self._vetting_lock:
+            self._vetting -= 1
         self._pending_by_address.leave(_host(client_address))
         self._pending.release()
 

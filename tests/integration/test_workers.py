@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,36 @@ def test_study_split_over_four_parallel_associations_is_published_once(
     sent = {str(dataset.SOPInstanceUID) for dataset in study}
     published = set().union(*published_index(messages[0].resource).values())
     assert published == sent
+
+
+def test_associations_opened_together_are_shared_out_evenly(
+    start_listener: ListenerFactory,
+) -> None:
+    """Two workers, four associations opened at once, five times: two per worker every time.
+
+    Every worker wakes for each new connection; one already serving associations waits a moment
+    before accepting, so an idle sibling takes it (without that, a 3-to-1 split came half the time).
+    """
+    listener = start_workers(start_listener, 2)
+    splits = []
+    for rounds in range(1, 6):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            opened = list(pool.map(lambda _: open_ct_association(listener.port), range(4)))
+        for association, _dataset in opened:
+            association.release()
+        wait_for(
+            partial(_ended_at_least, listener, 4 * rounds),
+            timeout=10,
+            what="the four associations to end",
+        )
+        workers = [line["worker"] for line in listener.events("association ended")][-4:]
+        splits.append(sorted(workers))
+
+    assert splits == [[0, 0, 1, 1]] * 5
+
+
+def _ended_at_least(listener: ListenerProcess, count: int) -> bool:
+    return len(list(listener.events("association ended"))) >= count
 
 
 def _running(pid: int) -> bool:
