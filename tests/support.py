@@ -515,17 +515,20 @@ class ListenerProcess:
                 wait_for(self._ready, timeout=20, what="the listener to accept connections")
                 return self
             except AssertionError:
-                retry = self.chosen_ports and self._port_taken()
-                if not retry or attempt == _PORT_ATTEMPTS - 1:
+                if not self.may_retry() or attempt == _PORT_ATTEMPTS - 1:
                     raise
-            self.port = free_port()
-            if "LISTENER_METRICS__PORT" in self.env:
-                self.env["LISTENER_METRICS__PORT"] = str(free_port())
+            self.choose_fresh_ports()
         raise AssertionError("unreachable")
 
-    def _port_taken(self) -> bool:
-        """True when the process exited because a port it was to bind is in use."""
-        return "Address already in use" in self.log_path.read_text()
+    def may_retry(self) -> bool:
+        """True when the process exited because a port we chose was taken meanwhile."""
+        return self.chosen_ports and "Address already in use" in self.log_path.read_text()
+
+    def choose_fresh_ports(self) -> None:
+        """New DICOM and metrics ports (a port from free_port() can be taken before the bind)."""
+        self.port = free_port()
+        if "LISTENER_METRICS__PORT" in self.env:
+            self.env["LISTENER_METRICS__PORT"] = str(free_port())
 
     def _spawn(self) -> None:
         environment = {

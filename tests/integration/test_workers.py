@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -30,16 +31,28 @@ from tests.support import (
     wait_for,
 )
 
+_START_ATTEMPTS = 3
+
 
 def start_workers(start_listener: ListenerFactory, workers: int, **options: Any) -> ListenerProcess:
     """A listener with ``workers`` processes, returned once every one of them accepts.
 
     Each worker imports the whole listener in a fresh interpreter: on a loaded two-core machine
-    four of them take longer than the single listener's 20 s start deadline.
+    four of them take longer than the single listener's 20 s start deadline. Worker ``i`` serves
+    metrics on the chosen port + ``i``, which nobody checked was free: a start that failed on a
+    taken port is retried on fresh ones.
     """
     listener = start_listener(LISTENER_DICOM__WORKERS=str(workers), wait=False, **options)
-    wait_for(lambda: _ready(listener), timeout=90, what="every worker to be ready")
-    return listener
+    for attempt in range(_START_ATTEMPTS):
+        try:
+            wait_for(lambda: _ready(listener), timeout=90, what="every worker to be ready")
+            return listener
+        except AssertionError:
+            if not listener.may_retry() or attempt == _START_ATTEMPTS - 1:
+                raise
+        listener.choose_fresh_ports()
+        listener.start(wait=False)
+    raise AssertionError("unreachable")
 
 
 def _ready(listener: ListenerProcess) -> bool:
@@ -222,6 +235,18 @@ def test_study_split_over_four_parallel_associations_is_published_once(
     sent = {str(dataset.SOPInstanceUID) for dataset in study}
     published = set().union(*published_index(messages[0].resource).values())
     assert published == sent
+
+
+def test_a_worker_port_taken_before_the_start_is_replaced(
+    start_listener: ListenerFactory,
+) -> None:
+    """Worker 1's metrics port (the chosen one + 1) taken: the start is retried on fresh ports."""
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+        taken = squatter.getsockname()[1]
+        listener = start_workers(start_listener, 2, LISTENER_METRICS__PORT=str(taken - 1))
+
+        assert int(listener.env["LISTENER_METRICS__PORT"]) != taken - 1
+        assert echo(listener.port)
 
 
 def test_associations_opened_together_are_shared_out_evenly(
