@@ -49,8 +49,8 @@ Refusal = Callable[[str, str], None]
 # contexts stays far below 1 MiB; release and abort PDUs are 4 bytes long.
 _OTHER_LIMIT = 1 << 16
 # A worker sharing the port waits this long per association it serves before it accepts.
-ACCEPT_DEFERRAL = 0.005
-_MAX_DEFERRALS = 4
+ACCEPT_DEFERRAL = 0.010
+_MAX_DEFERRALS = 3
 _P_DATA_TF = 0x04
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -332,7 +332,7 @@ class GuardedServer(ThreadedAssociationServer):
         """Accept without TLS: the handshake happens in the connection's own thread.
 
         On a socket shared with sibling workers, a worker already serving associations first
-        gives the others a moment (``ACCEPT_DEFERRAL`` per connection it has, at most 4): every
+        gives the others a moment (``ACCEPT_DEFERRAL`` per connection it has, at most 3): every
         worker is woken by each new connection, and without this the one that happened to be
         awake took several of a burst, leaving its sibling idle (4 associations split 3 to 1 in
         half of the benchmark's sends). A sibling that took the connection meanwhile makes this

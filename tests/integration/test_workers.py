@@ -252,14 +252,17 @@ def test_a_worker_port_taken_before_the_start_is_replaced(
 def test_associations_opened_together_are_shared_out_evenly(
     start_listener: ListenerFactory,
 ) -> None:
-    """Two workers, four associations opened at once, five times: two per worker every time.
+    """Two workers, four associations opened at once, 20 times: two per worker nearly always.
 
     Every worker wakes for each new connection; one already serving associations waits a moment
-    before accepting, so an idle sibling takes it (without that, a 3-to-1 split came half the time).
+    before accepting, so an idle sibling takes it. Without that, about 4 rounds in 10 split 3 to 1
+    (measured; 16 of 20 even rounds would then come by chance about once in 20 runs). With it, a
+    round can still split 3 to 1 when the idle worker is not scheduled within the wait (it
+    happened once in 5 rounds on a loaded CI machine at 5 ms), so the test asks for 16 of 20.
     """
     listener = start_workers(start_listener, 2)
     splits = []
-    for rounds in range(1, 6):
+    for rounds in range(1, 21):
         with ThreadPoolExecutor(max_workers=4) as pool:
             opened = list(pool.map(lambda _: open_ct_association(listener.port), range(4)))
         for association, _dataset in opened:
@@ -272,7 +275,7 @@ def test_associations_opened_together_are_shared_out_evenly(
         workers = [line["worker"] for line in listener.events("association ended")][-4:]
         splits.append(sorted(workers))
 
-    assert splits == [[0, 0, 1, 1]] * 5
+    assert splits.count([0, 0, 1, 1]) >= 16, splits
 
 
 def _ended_at_least(listener: ListenerProcess, count: int) -> bool:
