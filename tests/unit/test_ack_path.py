@@ -101,7 +101,8 @@ def test_success_is_sent_only_after_file_directory_and_journal_are_synced(
     [study_dir] = (tmp_path / "data" / "instances").iterdir()
     [series_dir] = study_dir.iterdir()
     fsync = "fsync|fdatasync"
-    file_synced = spy.index(fsync, lambda path: path.startswith(f"{data}/spool/"))
+    # the file's data sync may start before or after it is renamed into place (a first copy)
+    file_synced = spy.index(fsync, lambda path: path.endswith(".dcm"))
     named = spy.index(fsync, lambda path: path == str(series_dir))
     durable = spy.index("make_durable", lambda _sequence: True)
     wal_synced = spy.index(fsync, lambda path: path.endswith("journal.sqlite3-wal"))
@@ -142,15 +143,16 @@ def test_a_spool_file_that_cannot_be_synced_never_answers_success(
 ) -> None:
     """Guarantee "durable before success": a failed data sync of the received file is a failure."""
     fdatasync = os.fdatasync
-    spool = f"{tmp_path / 'data'}/spool/"
+    # A first copy may already be renamed into instances/ when its sync starts (beside it).
+    received = (f"{tmp_path / 'data'}/spool/", f"{tmp_path / 'data'}/instances/")
 
-    def failing_for_spool_files(descriptor: int) -> None:
-        if os.readlink(f"/proc/self/fd/{descriptor}").startswith(spool):
+    def failing_for_received_files(descriptor: int) -> None:
+        if os.readlink(f"/proc/self/fd/{descriptor}").startswith(received):
             raise OSError(code, os.strerror(code))
         fdatasync(descriptor)
 
     with running_service(tmp_path) as (_service, port):
-        monkeypatch.setattr(os, "fdatasync", failing_for_spool_files)
+        monkeypatch.setattr(os, "fdatasync", failing_for_received_files)
         assert store(port, count=2) == [status, status]
     assert not list((tmp_path / "data" / "instances").rglob("*.dcm"))
 
