@@ -38,6 +38,12 @@ _PDU_HEADER = struct.Struct(">BBL")  # type, reserved, length
 _PDV_HEADER = struct.Struct(">LB")  # item length, presentation context ID
 
 
+def p_data_tf(*values: tuple[int, bytes]) -> bytes:
+    """A P-DATA-TF PDU (PS3.8 9.3.5) of (context ID, control header + data) values."""
+    items = b"".join(_PDV_HEADER.pack(len(data) + 1, context) + data for context, data in values)
+    return _PDU_HEADER.pack(_P_DATA_TF, 0, len(items)) + items
+
+
 def _pynetdicom_is_as_expected() -> bool:
     """True when DT_2 and the DUL's PDU reading are the ones this module stands in for."""
     try:

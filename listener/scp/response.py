@@ -14,7 +14,6 @@ then taking the GIL from the association's thread, which goes on running meanwhi
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from pynetdicom import evt
@@ -23,8 +22,8 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 from listener.scp.file_meta import plain_uid, text_value, ui_value
+from listener.scp.pdata import p_data_tf
 
-_P_DATA_TF = 0x04
 _C_STORE_RSP = 0x8001
 _NO_DATASET = 0x0101
 
@@ -60,14 +59,8 @@ def _send_now(provider: DIMSEServiceProvider, context_id: int, pdv: bytes) -> bo
         return False
     if assoc.get_handlers(evt.EVT_DATA_SENT):
         return False
-    pdu = p_data_tf(context_id, pdv)
+    pdu = p_data_tf((context_id, pdv))
     return bool(send_now(pdu, lambda: provider.dul.state_machine.current_state))
-
-
-def p_data_tf(context_id: int, pdv: bytes) -> bytes:
-    """A P-DATA-TF PDU carrying one PDV (message control header and fragment), PS3.8 9.3.5."""
-    item = struct.pack(">LB", len(pdv) + 1, context_id) + pdv  # PDV item: length, context ID
-    return struct.pack(">BBL", _P_DATA_TF, 0, len(item)) + item
 
 
 def encoded_c_store_response(primitive: Any) -> bytes | None:

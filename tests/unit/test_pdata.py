@@ -51,19 +51,13 @@ def wire() -> Iterator[tuple[FakeDul, socket.socket]]:
     peer.close()
 
 
-def p_data_tf(*values: tuple[int, bytes]) -> bytes:
-    """A P-DATA-TF PDU of (context ID, control header + data) values."""
-    items = b"".join(struct.pack(">LB", len(data) + 1, context) + data for context, data in values)
-    return struct.pack(">BBL", 0x04, 0, len(items)) + items
-
-
 def test_a_p_data_tf_gives_pynetdicoms_values_as_views_of_one_buffer(
     wire: tuple[FakeDul, socket.socket],
 ) -> None:
     """Two PDVs arrive as DT_2 expects them: Evt10 and the values pynetdicom decodes, uncopied."""
     dul, peer = wire
     values = [(1, b"\x03" + os.urandom(200)), (3, b"\x02" + os.urandom(300_000))]
-    pdu = p_data_tf(*values)
+    pdu = pdata.p_data_tf(*values)
     sender = threading.Thread(target=peer.sendall, args=(pdu,))  # more than the socket buffers
     sender.start()
 
@@ -108,7 +102,7 @@ def test_a_pdv_running_past_its_pdu_is_an_invalid_pdu(wire: tuple[FakeDul, socke
 def test_a_peer_closing_mid_pdu_ends_the_connection(wire: tuple[FakeDul, socket.socket]) -> None:
     """Half a P-DATA-TF and then the end of the stream is Evt17, as with pynetdicom."""
     dul, peer = wire
-    pdu = p_data_tf((1, b"\x02" + bytes(10_000)))
+    pdu = pdata.p_data_tf((1, b"\x02" + bytes(10_000)))
     peer.sendall(pdu[:5000])
     peer.shutdown(socket.SHUT_WR)
 

@@ -18,7 +18,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from listener.scp.admission import _ReplayAwareSocket
-from listener.scp.response import p_data_tf
+from listener.scp.pdata import p_data_tf
 from tests.unit.test_spool import RecordingSink, received_by_a_server
 
 
@@ -43,7 +43,7 @@ def test_p_data_tf_is_what_pynetdicom_encodes(context_id: int, size: int) -> Non
     pdu = P_DATA_TF()
     pdu.from_primitive(primitive)
 
-    assert p_data_tf(context_id, pdv) == pdu.encode()
+    assert p_data_tf((context_id, pdv)) == pdu.encode()
 
 
 def test_c_store_responses_leave_from_the_association_thread(
