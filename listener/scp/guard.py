@@ -275,7 +275,7 @@ class GuardedServer(ThreadedAssociationServer):
         self.request_queue_size = backlog  # read by listen() during construction
         self._listening = listening  # read by server_bind() during construction
         self._handoff_lock = threading.Lock()
-        self._pending = threading.BoundedSemaphore(64)
+        self._max_pending = 64
         self._pending_by_address = AddressCounts(0)
         self._vetting = 0  # connections accepted and not yet handed off or refused
         self._vetting_lock = threading.Lock()
@@ -292,7 +292,7 @@ class GuardedServer(ThreadedAssociationServer):
         self._deadline = limits.request_timeout
         self._idle_timeout = limits.idle_timeout
         self.idle_timeouts = (limits.idle_timeout_before_dimse, limits.idle_timeout)
-        self._pending = threading.BoundedSemaphore(limits.max_pending)
+        self._max_pending = limits.max_pending
         self._pending_by_address = AddressCounts(limits.max_pending_per_address)
         self._associations_per_address = limits.max_associations_per_address
         self._max_p_data = limits.max_pdu_size
@@ -348,15 +348,13 @@ class GuardedServer(ThreadedAssociationServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a vetting thread, unless too many connections (from this address) wait already."""
-        if not self._pending.acquire(blocking=False):
+        if not self._start_vetting():
             self._close(request, "too many pending connections", client_address)
             return
         if not self._pending_by_address.enter(_host(client_address)):
-            self._pending.release()
+            self._stop_vetting()
             self._close(request, "too many pending connections from this address", client_address)
             return
-        with self._vetting_lock:
-            self._vetting += 1
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -377,10 +375,20 @@ class GuardedServer(ThreadedAssociationServer):
             self._done_pending(client_address)
 
     def _done_pending(self, client_address: Any) -> None:
+        self._pending_by_address.leave(_host(client_address))
+        self._stop_vetting()
+
+    def _start_vetting(self) -> bool:
+        """Count one more connection being vetted; False (not counted) at ``max_pending``."""
+        with self._vetting_lock:
+            if self._vetting >= self._max_pending:
+                return False
+            self._vetting += 1
+            return True
+
+    def _stop_vetting(self) -> None:
         with self._vetting_lock:
             self._vetting -= 1
-        self._pending_by_address.leave(_host(client_address))
-        self._pending.release()
 
     def _vet(self, sock: socket.socket) -> tuple[socket.socket, str | Rejection | None]:
         """The socket to use (TLS-wrapped if TLS is on) and why it was refused, if it was."""
