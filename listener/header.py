@@ -170,15 +170,15 @@ class _ScannedValues:
     decoded here exactly as pydicom decodes them (``pydicom.values``: the same stripping,
     splitting and character set), and anything else (sequences, escape sequences, undecodable
     bytes, unusual VRs, names with component groups) goes to pydicom's dataset, built on first
-    need. ``tests/unit/test_scan.py`` compares every record read this way with pydicom's.
+    need. ``tests/unit/test_header.py`` compares every record read this way with pydicom's.
     """
 
     def __init__(self, scanned: Scan) -> None:
         self._scanned = scanned
         self._dataset: Dataset | None = None
-        encodings = _encodings(scanned)
+        self._encodings = _encodings(scanned)
         # "": a character set pydicom does not understand either; it decodes every text value
-        self._encoding = encodings[0] if encodings else ""
+        self._encoding = self._encodings[0] if self._encodings else ""
 
     def value(self, tag: BaseTag) -> Any:
         """The value pydicom would give for ``tag``; None when absent."""
@@ -207,7 +207,7 @@ class _ScannedValues:
 
     def _pydicom(self) -> Dataset:
         if self._dataset is None:
-            self._dataset = _dataset_from_scan(self._scanned)
+            self._dataset = _dataset_from_scan(self._scanned, self._encodings)
         return self._dataset
 
 
@@ -277,8 +277,11 @@ def _encodings(scanned: Scan) -> list[str] | None:
         return None
 
 
-def _dataset_from_scan(scanned: Scan) -> Dataset:
-    """A dataset of the scanned raw values, decoded lazily by pydicom as when it reads a file."""
+def _dataset_from_scan(scanned: Scan, encodings: list[str] | None) -> Dataset:
+    """A dataset of the scanned raw values, decoded lazily by pydicom as when it reads a file.
+
+    ``encodings``: the scan's character set (:func:`_encodings`), found once per header.
+    """
     elements = (
         RawDataElement(
             Tag(tag),
@@ -292,7 +295,6 @@ def _dataset_from_scan(scanned: Scan) -> Dataset:
         for tag, raw in scanned.elements.items()
     )
     dataset = Dataset({element.tag: element for element in elements})
-    encodings = _encodings(scanned)
     dataset.set_original_encoding(scanned.implicit, scanned.little, encodings or default_encoding)
     return dataset
 
